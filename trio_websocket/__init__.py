@@ -1,0 +1,59 @@
+"""WebSocket client and server for Trio (RFC 6455).
+
+A drop-in replacement for the established ``trio_websocket`` API, built on
+the sans-I/O protocol engine of the ``websockets`` package. Start with
+:func:`open_websocket_url` for a client and :func:`serve_websocket` for a
+server.
+"""
+
+from ._client import (
+    connect_websocket,
+    connect_websocket_url,
+    open_websocket,
+    open_websocket_url,
+    wrap_client_stream,
+)
+from ._connection import (
+    CONN_TIMEOUT,
+    MAX_MESSAGE_SIZE,
+    MESSAGE_QUEUE_SIZE,
+    RECEIVE_BYTES,
+    WebSocketConnection,
+)
+from ._errors import (
+    CloseReason,
+    ConnectionClosed,
+    ConnectionRejected,
+    ConnectionTimeout,
+    DisconnectionTimeout,
+    HandshakeError,
+)
+from ._request import WebSocketRequest, wrap_server_stream
+from ._server import WebSocketServer, serve_websocket
+from ._url import Endpoint
+from ._version import __version__
+
+__all__ = [
+    "CONN_TIMEOUT",
+    "MAX_MESSAGE_SIZE",
+    "MESSAGE_QUEUE_SIZE",
+    "RECEIVE_BYTES",
+    "CloseReason",
+    "ConnectionClosed",
+    "ConnectionRejected",
+    "ConnectionTimeout",
+    "DisconnectionTimeout",
+    "Endpoint",
+    "HandshakeError",
+    "WebSocketConnection",
+    "WebSocketRequest",
+    "WebSocketServer",
+    "__version__",
+    "connect_websocket",
+    "connect_websocket_url",
+    "open_websocket",
+    "open_websocket_url",
+    "serve_websocket",
+    "wrap_client_stream",
+    "wrap_server_stream",
+]

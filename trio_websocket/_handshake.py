@@ -1,0 +1,110 @@
+"""Pieces of the opening handshake shared by clients and servers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import trio
+from websockets.datastructures import Headers
+from websockets.exceptions import InvalidHeaderValue
+from websockets.protocol import Event, Protocol
+
+from ._errors import HandshakeError
+
+class _EngineLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """The engine's log, with its per-connection INFO lines demoted to DEBUG.
+
+    Opening and closing are logged by our layer; the engine's own lines are
+    only useful when debugging.
+    """
+
+    def info(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        self.debug(msg, *args, **kwargs)
+
+
+#: The logger handed to the engine for every connection.
+ENGINE_LOGGER = _EngineLogger(logging.getLogger("trio-websocket.engine"))
+
+HeaderPairs = Iterable[tuple[bytes | str, bytes | str]]
+
+# Headers that belong to the WebSocket handshake itself: user code may not
+# add or override them, or the handshake would no longer mean what it says.
+_RESERVED_PREFIX = "sec-websocket-"
+_RESERVED = frozenset({"upgrade", "connection"})
+# Headers we set by default but that user code may replace.
+_REPLACEABLE = frozenset({"host", "user-agent", "origin", "server"})
+
+
+def header_pairs(headers: Headers) -> tuple[tuple[bytes, bytes], ...]:
+    """Headers as ``(name, value)`` byte pairs with lower-case names."""
+    return tuple(
+        (name.lower().encode("ascii"), value.encode("ascii", "surrogateescape"))
+        for name, value in headers.raw_items()
+    )
+
+
+def _text(value: bytes | str, what: str) -> str:
+    text = value.decode("latin-1") if isinstance(value, bytes) else value
+    if any(char in text for char in "\r\n\0"):
+        raise ValueError(f"header {what} may not contain CR, LF or NUL: {text!r}")
+    return text
+
+
+def add_extra_headers(headers: Headers, extra: HeaderPairs | None) -> None:
+    """Add user-supplied headers to a handshake request or response.
+
+    ``Host``, ``User-Agent``, ``Origin`` and ``Server`` replace our defaults;
+    the handshake's own headers are a :exc:`ValueError`.
+    """
+    for raw_name, raw_value in extra or ():
+        name, value = _text(raw_name, "name"), _text(raw_value, "value")
+        folded = name.lower()
+        if folded in _RESERVED or folded.startswith(_RESERVED_PREFIX):
+            raise ValueError(f"extra headers may not set the handshake header {name}")
+        if folded in _REPLACEABLE and name in headers:
+            del headers[name]
+        try:
+            headers[name] = value
+        except InvalidHeaderValue:
+            raise ValueError(f"invalid value for header {name}: {value!r}") from None
+
+
+async def receive_handshake(
+    stream: trio.abc.Stream, protocol: Protocol, receive_size: int | None
+) -> list[Event]:
+    """Read until the engine has parsed the peer's request or response.
+
+    Returns the events parsed so far: the request or response first, then any
+    frames that arrived with it. Raises :exc:`HandshakeError` when the data
+    is not a valid handshake message or the stream ends first; the engine has
+    then queued whatever answer it wants to send.
+    """
+    while True:
+        try:
+            data = await stream.receive_some(receive_size)
+        except trio.BrokenResourceError as exc:
+            raise HandshakeError(f"connection lost during the handshake: {exc}") from (
+                exc.__cause__ or exc
+            )
+        if data:
+            protocol.receive_data(data)
+        else:
+            protocol.receive_eof()
+        events = protocol.events_received()
+        if events:
+            return events
+        if protocol.handshake_exc is not None:
+            raise HandshakeError(str(protocol.handshake_exc)) from (
+                protocol.handshake_exc
+            )
+        if not data:
+            raise HandshakeError("connection closed during the handshake")
+
+
+async def send_pending(stream: trio.abc.Stream, protocol: Protocol) -> None:
+    """Write whatever the engine queued during the handshake."""
+    data = b"".join(protocol.data_to_send())
+    if data:
+        await stream.send_all(data)

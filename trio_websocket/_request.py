@@ -1,0 +1,261 @@
+"""The server side of the handshake: a request the application answers."""
+
+from __future__ import annotations
+
+import http
+from collections.abc import Sequence
+
+import trio
+from websockets.datastructures import Headers
+from websockets.headers import parse_subprotocol
+from websockets.http11 import Request, Response
+from websockets.protocol import Event
+from websockets.server import ServerProtocol
+
+from ._connection import (
+    MAX_MESSAGE_SIZE,
+    MESSAGE_QUEUE_SIZE,
+    RECEIVE_BYTES,
+    Settings,
+    WebSocketConnection,
+)
+from ._errors import CloseReason, ConnectionClosed, HandshakeError
+from ._handshake import (
+    ENGINE_LOGGER,
+    HeaderPairs,
+    add_extra_headers,
+    header_pairs,
+    receive_handshake,
+    send_pending,
+)
+from ._url import Endpoint, stream_endpoint
+
+# How long, and how much, to keep reading from a client we refused, so that
+# it receives our answer instead of a reset caused by its unread data.
+_LINGER_SECONDS = 1.0
+_LINGER_BYTES = 2**16
+
+
+class WebSocketRequest:
+    """A client's handshake request, waiting for the server's answer.
+
+    A server handler receives one of these and either calls :meth:`accept`
+    to open the connection or :meth:`reject` to refuse it with an HTTP
+    response.
+    """
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        stream: trio.abc.Stream,
+        protocol: ServerProtocol,
+        request: Request,
+        response: Response,
+        early_frames: Sequence[Event],
+        settings: Settings,
+    ) -> None:
+        self._nursery = nursery
+        self._stream = stream
+        self._protocol = protocol
+        self._request = request
+        self._response = response
+        self._early_frames = early_frames
+        self._settings = settings
+        self._answered = False
+        self._connection: WebSocketConnection | None = None
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """Every request header, as ``(name, value)`` byte pairs.
+
+        Names are lower case; ``Host`` and the offered extensions are
+        included.
+        """
+        return list(header_pairs(self._request.headers))
+
+    @property
+    def path(self) -> str:
+        """The request target: the path and the query string."""
+        return self._request.path
+
+    @property
+    def proposed_subprotocols(self) -> tuple[str, ...]:
+        """The subprotocols the client offered, in its order of preference."""
+        return tuple(
+            subprotocol
+            for value in self._request.headers.get_all("Sec-WebSocket-Protocol")
+            for subprotocol in parse_subprotocol(value)
+        )
+
+    @property
+    def local(self) -> Endpoint | str:
+        """The server's end of the connection."""
+        return stream_endpoint(self._stream, remote=False)
+
+    @property
+    def remote(self) -> Endpoint | str:
+        """The client's end of the connection."""
+        return stream_endpoint(self._stream, remote=True)
+
+    async def accept(
+        self,
+        *,
+        subprotocol: str | None = None,
+        extra_headers: HeaderPairs | None = None,
+    ) -> WebSocketConnection:
+        """Complete the handshake and return the open connection.
+
+        ``subprotocol`` must be one the client offered (else
+        :exc:`ValueError`). ``extra_headers`` are added to the response.
+        """
+        self._check_unanswered()
+        if subprotocol is not None and subprotocol not in self.proposed_subprotocols:
+            raise ValueError(f"the client did not offer subprotocol {subprotocol!r}")
+        response = self._response
+        add_extra_headers(response.headers, extra_headers)
+        if subprotocol is not None:
+            response.headers["Sec-WebSocket-Protocol"] = subprotocol
+            self._protocol.subprotocol = subprotocol
+        self._answered = True
+        self._protocol.send_response(response)
+        try:
+            await send_pending(self._stream, self._protocol)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            await trio.aclose_forcefully(self._stream)
+            raise ConnectionClosed(CloseReason(1006, "lost during handshake")) from exc
+        self._connection = WebSocketConnection(
+            self._stream,
+            self._protocol,
+            self._settings,
+            path=self.path,
+            handshake_headers=header_pairs(self._request.headers),
+        )
+        self._nursery.start_soon(self._connection._reader_task, self._early_frames)
+        return self._connection
+
+    async def reject(
+        self,
+        status_code: int,
+        *,
+        extra_headers: HeaderPairs | None = None,
+        body: bytes | None = None,
+    ) -> None:
+        """Refuse the connection with an HTTP response, then close it.
+
+        The response carries ``status_code``, ``extra_headers`` and an
+        optional ``body`` with the matching ``Content-Length``.
+        """
+        self._check_unanswered()
+        if not 200 <= status_code <= 599:
+            raise ValueError(f"cannot reject with HTTP status {status_code}")
+        body = body or b""
+        headers = Headers(
+            [("Connection", "close"), ("Content-Length", str(len(body)))]
+        )
+        add_extra_headers(headers, extra_headers)
+        self._answered = True
+        self._protocol.send_response(
+            Response(status_code, _reason_phrase(status_code), headers, body)
+        )
+        await _send_and_close(self._stream, self._protocol)
+
+    def _check_unanswered(self) -> None:
+        if self._answered:
+            raise RuntimeError("this request was already accepted or rejected")
+
+    async def _conclude(self, failed: bool) -> None:
+        """Close what the handler left open: 1000 or 1011, 403 or 500."""
+        if self._connection is not None:
+            await self._connection.aclose(*((1011, "internal error") if failed else ()))
+        elif not self._answered:
+            await self.reject(500 if failed else 403)
+
+
+def _reason_phrase(status_code: int) -> str:
+    try:
+        return http.HTTPStatus(status_code).phrase
+    except ValueError:
+        return ""
+
+
+async def read_request(
+    nursery: trio.Nursery, stream: trio.abc.Stream, settings: Settings
+) -> WebSocketRequest:
+    """Read a client's handshake request from ``stream``.
+
+    A request that is not a valid WebSocket upgrade is answered with an HTTP
+    error (400, 405, 414, 426, 431 or 505), the stream is closed and
+    :exc:`HandshakeError` is raised.
+    """
+    protocol = ServerProtocol(max_size=settings.engine_max_size, logger=ENGINE_LOGGER)
+    try:
+        request, *early_frames = await receive_handshake(
+            stream, protocol, settings.receive_buffer_size
+        )
+    except HandshakeError:
+        await _refuse_unreadable(stream, protocol)
+        raise
+    assert isinstance(request, Request)
+    response = protocol.accept(request)
+    if response.status_code != 101:
+        protocol.send_response(response)
+        await _send_and_close(stream, protocol)
+        raise HandshakeError(f"invalid upgrade request: {protocol.handshake_exc}")
+    return WebSocketRequest(
+        nursery, stream, protocol, request, response, early_frames, settings
+    )
+
+
+async def _refuse_unreadable(stream: trio.abc.Stream, protocol: ServerProtocol) -> None:
+    # The engine answers some bad requests itself (a line or headers too
+    # long); for the rest it just gives up, and we answer 400.
+    answer = b"".join(protocol.data_to_send())
+    if not answer:
+        refusal = protocol.reject(400, "Failed to open a WebSocket connection.\n")
+        answer = refusal.serialize()
+    await _linger_close(stream, answer)
+
+
+async def _send_and_close(stream: trio.abc.Stream, protocol: ServerProtocol) -> None:
+    await _linger_close(stream, b"".join(protocol.data_to_send()))
+
+
+async def _linger_close(stream: trio.abc.Stream, answer: bytes) -> None:
+    """Send a final answer, then close without resetting the connection.
+
+    Closing a socket that still holds unread data makes the kernel send a
+    reset, which can destroy the answer before the client reads it; so we
+    half-close and drain the client's input for a bounded time first.
+    """
+    try:
+        await stream.send_all(answer)
+        if isinstance(stream, trio.abc.HalfCloseableStream):
+            await stream.send_eof()
+        with trio.move_on_after(_LINGER_SECONDS):
+            drained = 0
+            while drained < _LINGER_BYTES:
+                data = await stream.receive_some(_LINGER_BYTES)
+                if not data:
+                    break
+                drained += len(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+async def wrap_server_stream(
+    nursery: trio.Nursery,
+    stream: trio.abc.Stream,
+    message_queue_size: float = MESSAGE_QUEUE_SIZE,
+    max_message_size: float = MAX_MESSAGE_SIZE,
+    receive_buffer_size: int | None = RECEIVE_BYTES,
+) -> WebSocketRequest:
+    """Read a handshake request from any Trio stream and return it.
+
+    Accepting the request starts the connection's reader in ``nursery``. A
+    request that is not a valid upgrade is answered with an HTTP error and
+    raises :exc:`HandshakeError`.
+    """
+    settings = Settings(message_queue_size, max_message_size, receive_buffer_size)
+    return await read_request(nursery, stream, settings)
