@@ -11,6 +11,7 @@ import trio
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidStatus
 from websockets.http11 import Response
+from websockets.typing import Subprotocol
 from websockets.uri import WebSocketURI
 
 from ._connection import (
@@ -270,9 +271,9 @@ async def _open_stream(
         await stream.do_handshake()
     except trio.BrokenResourceError as exc:
         await trio.aclose_forcefully(stream)
-        raise HandshakeError(f"TLS handshake with {host} failed: {exc.__cause__}") from (
-            exc.__cause__ or exc
-        )
+        raise HandshakeError(
+            f"TLS handshake with {host} failed: {exc.__cause__}"
+        ) from (exc.__cause__ or exc)
     except BaseException:
         await trio.aclose_forcefully(stream)
         raise
@@ -295,7 +296,9 @@ async def _handshake(
     try:
         protocol = ClientProtocol(
             WebSocketURI(False, host, 0, resource, ""),
-            subprotocols=list(subprotocols) if subprotocols else None,
+            subprotocols=[Subprotocol(name) for name in subprotocols]
+            if subprotocols
+            else None,
             logger=ENGINE_LOGGER,
             max_size=settings.engine_max_size,
         )

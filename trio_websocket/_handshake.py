@@ -13,6 +13,7 @@ from websockets.protocol import Event, Protocol
 
 from ._errors import HandshakeError
 
+
 class _EngineLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
     """The engine's log, with its per-connection INFO lines demoted to DEBUG.
 

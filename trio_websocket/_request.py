@@ -11,6 +11,7 @@ from websockets.headers import parse_subprotocol
 from websockets.http11 import Request, Response
 from websockets.protocol import Event
 from websockets.server import ServerProtocol
+from websockets.typing import Subprotocol
 
 from ._connection import (
     MAX_MESSAGE_SIZE,
@@ -115,7 +116,7 @@ class WebSocketRequest:
         add_extra_headers(response.headers, extra_headers)
         if subprotocol is not None:
             response.headers["Sec-WebSocket-Protocol"] = subprotocol
-            self._protocol.subprotocol = subprotocol
+            self._protocol.subprotocol = Subprotocol(subprotocol)
         self._answered = True
         self._protocol.send_response(response)
         try:
@@ -149,9 +150,7 @@ class WebSocketRequest:
         if not 200 <= status_code <= 599:
             raise ValueError(f"cannot reject with HTTP status {status_code}")
         body = body or b""
-        headers = Headers(
-            [("Connection", "close"), ("Content-Length", str(len(body)))]
-        )
+        headers = Headers([("Connection", "close"), ("Content-Length", str(len(body)))])
         add_extra_headers(headers, extra_headers)
         self._answered = True
         self._protocol.send_response(

@@ -29,7 +29,7 @@ AnyListener = trio.abc.Listener[Any]
 
 async def serve_websocket(
     handler: Handler,
-    host: str | bytes | Sequence[str | bytes] | None,
+    host: str | bytes | None,
     port: int,
     ssl_context: ssl.SSLContext | None,
     *,
@@ -97,7 +97,10 @@ class WebSocketServer:
         self._handler_nursery = handler_nursery
         self._connect_timeout = connect_timeout
         self._settings = Settings(
-            message_queue_size, max_message_size, receive_buffer_size, disconnect_timeout
+            message_queue_size,
+            max_message_size,
+            receive_buffer_size,
+            disconnect_timeout,
         )
 
     @property
@@ -116,16 +119,19 @@ class WebSocketServer:
         all share one port.
         """
         endpoints = self.listeners
-        ports = {endpoint.port for endpoint in endpoints if isinstance(endpoint, Endpoint)}
+        ports = {
+            endpoint.port for endpoint in endpoints if isinstance(endpoint, Endpoint)
+        }
         if len(ports) != 1 or not all(isinstance(e, Endpoint) for e in endpoints):
             raise RuntimeError(
-                "the server does not listen on exactly one TCP port: "
-                f"{self.listeners}"
+                f"the server does not listen on exactly one TCP port: {self.listeners}"
             )
         return ports.pop()
 
     async def run(
-        self, *, task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED
+        self,
+        *,
+        task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED,
     ) -> NoReturn:
         """Serve until cancelled; ``task_status.started`` gets the server."""
         async with trio.open_nursery() as nursery:

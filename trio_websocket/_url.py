@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from typing import NamedTuple, Union
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import trio
 
-IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _DEFAULT_PORTS = {"ws": 80, "wss": 443}
 
@@ -118,7 +118,9 @@ def stream_endpoint(stream: trio.abc.Stream, *, remote: bool) -> Endpoint | str:
     for a Unix socket; any other stream gives a short text description.
     """
     is_ssl = isinstance(stream, trio.SSLStream)
-    transport = stream.transport_stream if is_ssl else stream
+    transport = (
+        stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
+    )
     if isinstance(transport, trio.SocketStream):
         try:
             return _socket_endpoint(transport.socket, is_ssl, remote)
@@ -130,7 +132,11 @@ def stream_endpoint(stream: trio.abc.Stream, *, remote: bool) -> Endpoint | str:
 def listener_endpoint(listener: trio.abc.Listener[trio.abc.Stream]) -> Endpoint | str:
     """Describe where a listener listens: an :class:`Endpoint`, a path, or text."""
     is_ssl = isinstance(listener, trio.SSLListener)
-    transport = listener.transport_listener if is_ssl else listener
+    transport = (
+        listener.transport_listener
+        if isinstance(listener, trio.SSLListener)
+        else listener
+    )
     if isinstance(transport, trio.SocketListener):
         return _socket_endpoint(transport.socket, is_ssl, remote=False)
     return repr(listener)
