@@ -1,0 +1,85 @@
+"""Shared fixtures: TLS material, an echo server, and URL helpers."""
+
+from __future__ import annotations
+
+import ssl
+
+import pytest
+import trio
+import trustme
+
+from trio_websocket import (
+    ConnectionClosed,
+    Endpoint,
+    WebSocketRequest,
+    WebSocketServer,
+    serve_websocket,
+)
+
+#: Host names and addresses the test server certificate is valid for.
+CERT_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+@pytest.fixture(scope="session")
+def ca() -> trustme.CA:
+    """A throwaway certificate authority."""
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def server_ssl_context(ca: trustme.CA) -> ssl.SSLContext:
+    """A server TLS context with a certificate for the loopback addresses."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(*CERT_HOSTS).configure_cert(context)
+    return context
+
+
+@pytest.fixture(scope="session")
+def client_ssl_context(ca: trustme.CA) -> ssl.SSLContext:
+    """A client TLS context that trusts the test certificate authority."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    ca.configure_trust(context)
+    return context
+
+
+async def echo_handler(request: WebSocketRequest) -> None:
+    """Accept, then send every message back until the connection closes."""
+    connection = await request.accept()
+    try:
+        while True:
+            await connection.send_message(await connection.get_message())
+    except ConnectionClosed:
+        pass
+
+
+@pytest.fixture
+async def echo_server(nursery: trio.Nursery) -> WebSocketServer:
+    """A plain echo server on 127.0.0.1 and a free port, for the test's length."""
+    server: WebSocketServer = await nursery.start(
+        serve_websocket, echo_handler, "127.0.0.1", 0, None
+    )
+    return server
+
+
+@pytest.fixture
+async def tls_echo_server(
+    nursery: trio.Nursery, server_ssl_context: ssl.SSLContext
+) -> WebSocketServer:
+    """A TLS echo server on 127.0.0.1 and a free port, for the test's length."""
+    server: WebSocketServer = await nursery.start(
+        serve_websocket, echo_handler, "127.0.0.1", 0, server_ssl_context
+    )
+    return server
+
+
+def server_url(server: WebSocketServer, resource: str = "/") -> str:
+    """The ``ws://`` (or ``wss://``) URL of ``resource`` on a server's listener."""
+    endpoint = server.listeners[0]
+    assert isinstance(endpoint, Endpoint)
+    return endpoint.url + resource
+
+
+@pytest.fixture
+def echo_url(echo_server: WebSocketServer) -> str:
+    """The ``ws://`` URL of the root resource on :func:`echo_server`."""
+    return server_url(echo_server)
