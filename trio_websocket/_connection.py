@@ -16,6 +16,7 @@ slowed down by TCP flow control rather than growing our memory.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
@@ -27,7 +28,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 import trio
-from websockets.frames import Opcode
+from websockets.exceptions import ProtocolError
+from websockets.frames import Close, Opcode
 from websockets.protocol import OPEN, SEND_EOF, Protocol, Side
 
 from ._assembler import InvalidText, MessageAssembler
@@ -72,6 +74,15 @@ class Settings:
         if self.max_message_size == math.inf:
             return None
         return int(self.max_message_size)
+
+
+def _check_close(code: int, reason: str | None) -> None:
+    try:
+        Close(code, reason or "").serialize()
+    except ProtocolError as exc:
+        raise ValueError(f"cannot close with code {code}: {exc}") from None
+    if len((reason or "").encode()) > 123:
+        raise ValueError("a close reason may be at most 123 bytes of UTF-8")
 
 
 class _WriteLock:
@@ -131,6 +142,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         self._messages: deque[Message] = deque()
         self._assembler = MessageAssembler()
         self._consumers = trio.lowlevel.ParkingLot()  # tasks in get_message()
+        self._waiting_consumers = 0
         self._reader_paused = trio.lowlevel.ParkingLot()  # the reader, when full
         self._write_lock = _WriteLock()
         self._pings: dict[bytes, trio.Event] = {}
@@ -212,13 +224,17 @@ class WebSocketConnection(trio.abc.AsyncResource):
             await self._wait_as_consumer()
 
     async def _wait_as_consumer(self) -> None:
-        # Register first, so that a queue of size 0 lets the reader read.
-        park = self._consumers.park()
-        self._resume_reader_if_room()
-        await park
+        # Count ourselves first: with a queue of size 0, a waiting consumer
+        # is what lets the reader read.
+        self._waiting_consumers += 1
+        try:
+            self._resume_reader_if_room()
+            await self._consumers.park()
+        finally:
+            self._waiting_consumers -= 1
 
     def _has_room(self) -> bool:
-        return len(self._messages) < self._queue_size + len(self._consumers)
+        return len(self._messages) < self._queue_size + self._waiting_consumers
 
     def _resume_reader_if_room(self) -> None:
         if self._reader_paused and self._has_room():
@@ -323,14 +339,21 @@ class WebSocketConnection(trio.abc.AsyncResource):
         Starts the closing handshake (or joins one in progress) and waits
         until the connection is closed, at most ``disconnect_timeout``
         seconds, after which the transport is closed anyway. Idempotent.
-        Cancelling it still closes the underlying stream.
+        Cancelling it still closes the underlying stream. A code that may not
+        be sent on the wire, or a reason over 123 bytes, is a
+        :exc:`ValueError`.
         """
+        _check_close(code, reason)
         try:
-            await self._start_closing(code, reason)
-            await self._reader_done.wait()
+            with trio.move_on_after(self._disconnect_timeout) as closing:
+                await self._start_closing(code, reason)
+                await self._reader_done.wait()
         except BaseException:
             await self._abort()
             raise
+        if closing.cancelled_caught:
+            self._close_timed_out = True
+            await self._abort()
 
     async def _start_closing(self, code: int, reason: str | None) -> None:
         if self._close_reason is None:
@@ -339,12 +362,13 @@ class WebSocketConnection(trio.abc.AsyncResource):
         self._messages.clear()
         self._wake_everyone()
         async with self._write_lock:
-            if self._protocol.state is OPEN:
-                self._protocol.send_close(code, reason or "")
-                self._set_close_deadline()
-                await self._write_pending()
-            else:
+            if self._protocol.state is not OPEN:
                 await trio.lowlevel.checkpoint()
+                return
+            self._protocol.send_close(code, reason or "")
+            self._set_close_deadline()
+            with contextlib.suppress(ConnectionClosed):  # the peer is gone
+                await self._write_pending()
 
     def _set_close_deadline(self) -> None:
         if self._reader_scope.deadline == math.inf:
