@@ -51,7 +51,7 @@ class WebSocketRequest:
         stream: trio.abc.Stream,
         protocol: ServerProtocol,
         request: Request,
-        response: Response,
+        response: Response | None,
         early_frames: Sequence[Event],
         settings: Settings,
     ) -> None:
@@ -73,6 +73,16 @@ class WebSocketRequest:
         included.
         """
         return list(header_pairs(self._request.headers))
+
+    @property
+    def method(self) -> str:
+        """The HTTP method: ``GET`` for every WebSocket handshake."""
+        return self._request.method
+
+    @property
+    def is_upgrade(self) -> bool:
+        """False for a plain HTTP request given to a server's ``http_handler``."""
+        return self._response is not None
 
     @property
     def path(self) -> str:
@@ -110,9 +120,11 @@ class WebSocketRequest:
         :exc:`ValueError`). ``extra_headers`` are added to the response.
         """
         self._check_unanswered()
+        response = self._response
+        if response is None:
+            raise RuntimeError("a plain HTTP request cannot be accepted")
         if subprotocol is not None and subprotocol not in self.proposed_subprotocols:
             raise ValueError(f"the client did not offer subprotocol {subprotocol!r}")
-        response = self._response
         add_extra_headers(response.headers, extra_headers)
         if subprotocol is not None:
             response.headers["Sec-WebSocket-Protocol"] = subprotocol
@@ -163,11 +175,21 @@ class WebSocketRequest:
             raise RuntimeError("this request was already accepted or rejected")
 
     async def _conclude(self, failed: bool) -> None:
-        """Close what the handler left open: 1000 or 1011, 403 or 500."""
+        """Close what the handler left open.
+
+        An open connection closes with 1000 (1011 after a failure); an
+        unanswered request gets 500 after a failure, else 403 (404 for a
+        plain HTTP request).
+        """
         if self._connection is not None:
             await self._connection.aclose(*((1011, "internal error") if failed else ()))
         elif not self._answered:
-            await self.reject(500 if failed else 403)
+            await self.reject(500 if failed else 403 if self.is_upgrade else 404)
+
+
+def _asks_for_upgrade(request: Request) -> bool:
+    upgrade = ",".join(request.headers.get_all("Upgrade"))
+    return "websocket" in upgrade.lower()
 
 
 def _reason_phrase(status_code: int) -> str:
@@ -178,13 +200,19 @@ def _reason_phrase(status_code: int) -> str:
 
 
 async def read_request(
-    nursery: trio.Nursery, stream: trio.abc.Stream, settings: Settings
+    nursery: trio.Nursery,
+    stream: trio.abc.Stream,
+    settings: Settings,
+    *,
+    plain_http: bool = False,
 ) -> WebSocketRequest:
     """Read a client's handshake request from ``stream``.
 
     A request that is not a valid WebSocket upgrade is answered with an HTTP
     error (400, 405, 414, 426, 431 or 505), the stream is closed and
-    :exc:`HandshakeError` is raised.
+    :exc:`HandshakeError` is raised. With ``plain_http``, a request that does
+    not ask for an upgrade at all is returned instead, for the application
+    to answer with :meth:`WebSocketRequest.reject`.
     """
     protocol = ServerProtocol(max_size=settings.engine_max_size, logger=ENGINE_LOGGER)
     try:
@@ -196,6 +224,8 @@ async def read_request(
         raise
     assert isinstance(request, Request)
     response = protocol.accept(request)
+    if plain_http and not _asks_for_upgrade(request):
+        return WebSocketRequest(nursery, stream, protocol, request, None, (), settings)
     if response.status_code != 101:
         protocol.send_response(response)
         await _send_and_close(stream, protocol)

@@ -39,6 +39,7 @@ async def serve_websocket(
     receive_buffer_size: int | None = RECEIVE_BYTES,
     connect_timeout: float = CONN_TIMEOUT,
     disconnect_timeout: float = CONN_TIMEOUT,
+    http_handler: Handler | None = None,
     task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Listen on TCP (TLS when ``ssl_context`` is given) and serve forever.
@@ -47,6 +48,8 @@ async def serve_websocket(
     request has arrived. ``port=0`` picks a free port; ``host=None`` listens
     on every interface. Use ``server = await nursery.start(serve_websocket,
     ...)`` to get the :class:`WebSocketServer` once it is listening.
+    ``http_handler``, if given, answers plain HTTP requests on the same port
+    (see :class:`WebSocketServer`).
     """
     listeners: Sequence[AnyListener]
     if ssl_context is None:
@@ -64,6 +67,7 @@ async def serve_websocket(
         receive_buffer_size=receive_buffer_size,
         connect_timeout=connect_timeout,
         disconnect_timeout=disconnect_timeout,
+        http_handler=http_handler,
     )
     await server.run(task_status=task_status)
 
@@ -76,6 +80,13 @@ class WebSocketServer:
     returns the connection is closed with code 1000; when it raises, the
     error is logged and the client gets HTTP 500 or close code 1011, while
     every other client is served on.
+
+    ``http_handler(request)``, if given, is called instead of ``handler``
+    for requests that do not ask for a WebSocket upgrade (a health check, a
+    browser fetching a page); it answers with
+    ``await request.reject(200, extra_headers=..., body=...)``. If it
+    returns without answering, the client gets 404. Without it, such
+    requests get 426 Upgrade Required.
     """
 
     def __init__(
@@ -89,12 +100,14 @@ class WebSocketServer:
         receive_buffer_size: int | None = RECEIVE_BYTES,
         connect_timeout: float = CONN_TIMEOUT,
         disconnect_timeout: float = CONN_TIMEOUT,
+        http_handler: Handler | None = None,
     ) -> None:
         if not listeners:
             raise ValueError("a WebSocketServer needs at least one listener")
         self._handler = handler
         self._listeners = list(listeners)
         self._handler_nursery = handler_nursery
+        self._http_handler = http_handler
         self._connect_timeout = connect_timeout
         self._settings = Settings(
             message_queue_size,
@@ -162,7 +175,12 @@ class WebSocketServer:
     ) -> WebSocketRequest | None:
         with trio.move_on_after(self._connect_timeout):
             try:
-                return await read_request(nursery, stream, self._settings)
+                return await read_request(
+                    nursery,
+                    stream,
+                    self._settings,
+                    plain_http=self._http_handler is not None,
+                )
             except (HandshakeError, trio.BrokenResourceError) as exc:
                 logger.debug("refused a client: %s", exc)
                 return None
@@ -171,8 +189,12 @@ class WebSocketServer:
 
     async def _run_handler(self, request: WebSocketRequest) -> None:
         failed = False
+        handler = self._handler
+        if not request.is_upgrade:
+            assert self._http_handler is not None
+            handler = self._http_handler
         try:
-            await self._handler(request)
+            await handler(request)
         except ConnectionClosed as exc:
             logger.debug("handler ended on a closed connection: %r", exc)
         except Exception:
