@@ -13,13 +13,7 @@ from ._client import (
     open_websocket_url,
     wrap_client_stream,
 )
-from ._connection import (
-    CONN_TIMEOUT,
-    MAX_MESSAGE_SIZE,
-    MESSAGE_QUEUE_SIZE,
-    RECEIVE_BYTES,
-    WebSocketConnection,
-)
+from ._connection import WebSocketConnection
 from ._errors import (
     CloseReason,
     ConnectionClosed,
@@ -30,6 +24,13 @@ from ._errors import (
 )
 from ._request import WebSocketRequest, wrap_server_stream
 from ._server import WebSocketServer, serve_websocket
+from ._settings import (
+    CONN_TIMEOUT,
+    MAX_MESSAGE_SIZE,
+    MESSAGE_QUEUE_SIZE,
+    RECEIVE_BYTES,
+    ConnectionOptions,
+)
 from ._url import Endpoint
 from ._version import __version__
 
@@ -40,6 +41,7 @@ __all__ = [
     "RECEIVE_BYTES",
     "CloseReason",
     "ConnectionClosed",
+    "ConnectionOptions",
     "ConnectionRejected",
     "ConnectionTimeout",
     "DisconnectionTimeout",

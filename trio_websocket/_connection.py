@@ -4,8 +4,8 @@ The engine (``websockets.protocol.Protocol``) turns bytes into frames and
 frames into bytes. This module owns everything that involves time and tasks:
 
 * one background *reader* task per connection reads the network, feeds the
-  engine, answers what the engine answers (pings, close frames) and queues
-  complete messages;
+  engine, writes what the engine answers (pongs, close frames) and queues
+  messages for the application;
 * senders take a write lock, let the engine frame their data and write it;
 * closing runs the closing handshake under a deadline and always ends with
   the transport closed.
@@ -18,22 +18,22 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import logging
 import math
 import random
 import struct
-from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, cast
 
 import trio
 from websockets.exceptions import ProtocolError
-from websockets.frames import Close, Opcode
+from websockets.frames import OK_CLOSE_CODES, Close, Opcode
 from websockets.protocol import OPEN, SEND_EOF, Protocol, Side
 
-from ._assembler import InvalidText, MessageAssembler
+from ._assembler import Assembler, InvalidMessage
 from ._errors import CloseReason, ConnectionClosed
+from ._keepalive import keep_alive
+from ._queue import Fragment, Message, MessageQueue
+from ._settings import Settings
 from ._url import Endpoint, stream_endpoint
 
 if TYPE_CHECKING:
@@ -42,47 +42,11 @@ if TYPE_CHECKING:
     from websockets.frames import Frame
     from websockets.protocol import Event
 
-logger = logging.getLogger("trio-websocket")
-
-Message = str | bytes
 Headers = tuple[tuple[bytes, bytes], ...]
-
-#: Default of ``connect_timeout`` and ``disconnect_timeout``, in seconds.
-CONN_TIMEOUT = 60
-#: Default of ``message_queue_size``.
-MESSAGE_QUEUE_SIZE = 1
-#: Default of ``max_message_size``, in bytes.
-MAX_MESSAGE_SIZE = 2**20
-#: Default of ``receive_buffer_size``, in bytes.
-RECEIVE_BYTES = 4 * 2**10
+BytesLike = bytes | bytearray | memoryview
+Chunks = Iterable[str | BytesLike] | AsyncIterable[str | BytesLike]
 
 _ABNORMAL = 1006
-
-
-@dataclass(frozen=True)
-class Settings:
-    """The per-connection limits every entry point accepts."""
-
-    message_queue_size: float = MESSAGE_QUEUE_SIZE
-    max_message_size: float = MAX_MESSAGE_SIZE
-    receive_buffer_size: int | None = RECEIVE_BYTES
-    disconnect_timeout: float = CONN_TIMEOUT
-
-    @property
-    def engine_max_size(self) -> int | None:
-        """``max_message_size`` as the engine wants it (``None``: no limit)."""
-        if self.max_message_size == math.inf:
-            return None
-        return int(self.max_message_size)
-
-
-def _check_close(code: int, reason: str | None) -> None:
-    try:
-        Close(code, reason or "").serialize()
-    except ProtocolError as exc:
-        raise ValueError(f"cannot close with code {code}: {exc}") from None
-    if len((reason or "").encode()) > 123:
-        raise ValueError("a close reason may be at most 123 bytes of UTF-8")
 
 
 class _WriteLock:
@@ -98,7 +62,7 @@ class _WriteLock:
 
     async def __aenter__(self) -> None:
         if self._held:
-            await self._waiters.park()  # release() hands the lock over
+            await self._waiters.park()  # __aexit__ hands the lock over
         else:
             self._held = True
 
@@ -115,8 +79,9 @@ class WebSocketConnection(trio.abc.AsyncResource):
     Obtain one from the client functions (``open_websocket_url`` and
     friends) or from :meth:`WebSocketRequest.accept` on a server; do not
     construct it directly. Send with :meth:`send_message`, receive with
-    :meth:`get_message`, and close with :meth:`aclose` (or leave the
-    ``async with`` block that opened it).
+    :meth:`get_message` (or ``async for message in connection``), and close
+    with :meth:`aclose` or by leaving the ``async with`` block that opened
+    it.
     """
 
     CONNECTION_ID = itertools.count()
@@ -133,18 +98,18 @@ class WebSocketConnection(trio.abc.AsyncResource):
         self._id = next(self.__class__.CONNECTION_ID)
         self._stream = stream
         self._protocol = protocol
+        self._settings = settings
         self._path = path
         self._handshake_headers = handshake_headers
-        self._queue_size = settings.message_queue_size
-        self._receive_size = settings.receive_buffer_size
-        self._disconnect_timeout = settings.disconnect_timeout
 
-        self._messages: deque[Message] = deque()
-        self._assembler = MessageAssembler()
-        self._consumers = trio.lowlevel.ParkingLot()  # tasks in get_message()
-        self._waiting_consumers = 0
-        self._reader_paused = trio.lowlevel.ParkingLot()  # the reader, when full
+        self._queue = MessageQueue(
+            settings.message_queue_size, settings.message_queue_bytes
+        )
+        self._assembler = Assembler(settings.max_message_size)
+        self._mid_message = False  # the consumer stopped inside a message
         self._write_lock = _WriteLock()
+        self._message_lock = _WriteLock()  # one outgoing message at a time
+        self._sending_text = False  # the kind of the fragmented message being sent
         self._pings: dict[bytes, trio.Event] = {}
 
         self._close_reason: CloseReason | None = None
@@ -152,6 +117,13 @@ class WebSocketConnection(trio.abc.AsyncResource):
         self._close_timed_out = False
         self._reader_scope = trio.CancelScope()
         self._reader_done = trio.Event()
+
+    def _start(self, nursery: trio.Nursery, early_events: Sequence[Event]) -> None:
+        """Start the background tasks, once the handshake is complete."""
+        nursery.start_soon(self._reader_task, early_events)
+        if self._settings.ping_interval is not None:
+            timeout = self._settings.ping_timeout or self._settings.ping_interval
+            nursery.start_soon(keep_alive, self, self._settings.ping_interval, timeout)
 
     # -- Properties ---------------------------------------------------------
 
@@ -191,6 +163,11 @@ class WebSocketConnection(trio.abc.AsyncResource):
         return self._protocol.subprotocol
 
     @property
+    def extensions(self) -> list[str]:
+        """The names of the negotiated extensions, e.g. permessage-deflate."""
+        return [extension.name for extension in self._protocol.extensions]
+
+    @property
     def handshake_headers(self) -> Headers:
         """The peer's handshake headers as ``(name, value)`` byte pairs.
 
@@ -212,48 +189,136 @@ class WebSocketConnection(trio.abc.AsyncResource):
         :exc:`ConnectionClosed`.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
+        item = await self._next_item(start=True)
+        if not isinstance(item, Fragment):
+            return item
+        parts = [item.data]
+        while not item.last:
+            item = cast(Fragment, await self._next_item(start=False))
+            parts.append(item.data)
+        self._mid_message = False
+        if isinstance(parts[0], str):
+            return "".join(cast("list[str]", parts))
+        return b"".join(cast("list[bytes]", parts))
+
+    async def get_fragments(self) -> AsyncIterator[Message]:
+        """Iterate over the next message fragment by fragment, as it arrives.
+
+        Yields ``str`` pieces for a text message and ``bytes`` for binary; a
+        message sent in one frame is one piece. Memory is bounded by the
+        fragment rather than the message, so with ``max_message_size=
+        math.inf`` a message of any size can be processed. If you stop
+        early, the rest of the message is skipped.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        item = await self._next_item(start=True)
+        if not isinstance(item, Fragment):
+            yield item
+            return
         while True:
-            if self._closing_locally:
-                raise ConnectionClosed(self._close_reason)
-            if self._messages:
-                message = self._messages.popleft()
-                self._resume_reader_if_room()
-                return message
-            if self._reader_done.is_set() or self._close_reason is not None:
-                raise ConnectionClosed(self._close_reason)
-            await self._wait_as_consumer()
+            yield item.data
+            if item.last:
+                self._mid_message = False
+                return
+            item = cast(Fragment, await self._next_item(start=False))
 
-    async def _wait_as_consumer(self) -> None:
-        # Count ourselves first: with a queue of size 0, a waiting consumer
-        # is what lets the reader read.
-        self._waiting_consumers += 1
-        try:
-            self._resume_reader_if_room()
-            await self._consumers.park()
-        finally:
-            self._waiting_consumers -= 1
+    async def _next_item(self, *, start: bool) -> Message | Fragment:
+        if start:
+            await self._skip_unfinished_message()
+        item = self._queue.get_nowait()
+        if item is None and not self._closing_locally:
+            item = await self._queue.get()
+        if item is None or self._closing_locally:
+            raise ConnectionClosed(self._close_reason)
+        if isinstance(item, Fragment):
+            self._mid_message = not item.last
+        return item
 
-    def _has_room(self) -> bool:
-        return len(self._messages) < self._queue_size + self._waiting_consumers
+    async def _skip_unfinished_message(self) -> None:
+        # A consumer that stopped iterating get_fragments() left the rest of
+        # its message in the queue; it belongs to nobody now.
+        while self._mid_message:
+            await self._next_item(start=False)
 
-    def _resume_reader_if_room(self) -> None:
-        if self._reader_paused and self._has_room():
-            self._reader_paused.unpark()
+    def __aiter__(self) -> AsyncIterator[Message]:
+        """Iterate over incoming messages until the connection closes.
+
+        Ends quietly after a normal close (1000, 1001, or no status) and
+        after a local close; raises :exc:`ConnectionClosed` otherwise.
+        """
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Message]:
+        while True:
+            try:
+                message = await self.get_message()
+            except ConnectionClosed as closed:
+                if self._closing_locally or _is_normal(closed.reason):
+                    return
+                raise
+            yield message
 
     # -- Sending ------------------------------------------------------------
 
-    async def send_message(self, message: Message) -> None:
-        """Send a text (``str``) or binary (``bytes``) message.
+    async def send_message(
+        self, message: str | BytesLike, *, compress: bool = True
+    ) -> None:
+        """Send a text (``str``) or binary (bytes-like) message.
 
-        Any other type is a :exc:`ValueError`. Raises
-        :exc:`ConnectionClosed` if the connection is closed or closing.
+        ``bytes``, ``bytearray`` and ``memoryview`` are sent as binary without
+        a copy; any other type is a :exc:`ValueError`. With
+        ``compress=False`` the message is sent uncompressed even when
+        permessage-deflate is on (for data that is already compressed).
+        Raises :exc:`ConnectionClosed` if the connection is closed or
+        closing.
         """
+        payload: BytesLike
         if isinstance(message, str):
-            await self._send(self._protocol.send_text, message.encode())
-        elif isinstance(message, bytes):
-            await self._send(self._protocol.send_binary, message)
+            send, payload = self._protocol.send_text, message.encode()
+        elif isinstance(message, bytes | bytearray | memoryview):
+            send, payload = self._protocol.send_binary, message
         else:
-            raise ValueError(f"message must be str or bytes, not {type(message)!r}")
+            raise ValueError(f"cannot send a message of type {type(message)!r}")
+        async with self._message_lock:
+            await self._send(send, payload, True, compress)
+
+    async def send_fragments(self, chunks: Chunks, *, compress: bool = True) -> None:
+        """Send one message made of the given chunks, each as a fragment.
+
+        ``chunks`` is an iterable or async iterable of all ``str`` (a text
+        message) or all bytes-like (binary). Fragments go out as they are
+        produced, so memory is bounded by the chunk. Cancelling this part-way
+        aborts the connection (close code 1006): a message cut short must not
+        look complete to the peer.
+        """
+        async with self._message_lock:
+            first = True
+            try:
+                async for chunk in _aiter(chunks):
+                    send, payload = self._fragment(chunk, first)
+                    await self._send(send, payload, False, compress)
+                    first = False
+                if first:
+                    raise ValueError("a message needs at least one fragment")
+                await self._send(self._protocol.send_continuation, b"", True, compress)
+            except BaseException:
+                if not first and self._protocol.state is OPEN:
+                    await self._abort()
+                raise
+
+    def _fragment(
+        self, chunk: str | BytesLike, first: bool
+    ) -> tuple[Callable[[BytesLike, bool], None], BytesLike]:
+        text = isinstance(chunk, str)
+        payload = chunk.encode() if isinstance(chunk, str) else chunk
+        if not first:
+            if text != self._sending_text:
+                raise ValueError("all fragments of a message must be str, or all bytes")
+            return self._protocol.send_continuation, payload
+        self._sending_text = text
+        return (
+            self._protocol.send_text if text else self._protocol.send_binary
+        ), payload
 
     async def ping(self, payload: bytes | None = None) -> None:
         """Send a ping and wait for the matching pong.
@@ -268,7 +333,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
             raise ValueError(f"a ping with payload {payload!r} is already in flight")
         answered = self._pings[payload] = trio.Event()
         try:
-            await self._send(self._protocol.send_ping, payload)
+            await self._send_control(self._protocol.send_ping, payload)
             await answered.wait()
         finally:
             # Still registered means no pong removed it: the connection closed.
@@ -286,15 +351,46 @@ class WebSocketConnection(trio.abc.AsyncResource):
 
     async def pong(self, payload: bytes | None = None) -> None:
         """Send an unsolicited pong (a heartbeat that expects no answer)."""
-        await self._send(self._protocol.send_pong, payload or b"")
+        await self._send_control(self._protocol.send_pong, payload or b"")
 
-    async def _send(self, frame: Callable[[bytes], None], payload: bytes) -> None:
+    async def _send_control(
+        self, send: Callable[[BytesLike], None], payload: bytes
+    ) -> None:
         async with self._write_lock:
-            if self._closing_locally or self._protocol.state is not OPEN:
-                await trio.lowlevel.checkpoint()
-                raise ConnectionClosed(self._close_reason)
-            frame(payload)
+            self._check_can_send()
+            send(payload)
             await self._write_pending()
+
+    async def _send(
+        self,
+        send: Callable[[BytesLike, bool], None],
+        payload: BytesLike,
+        fin: bool,
+        compress: bool,
+    ) -> None:
+        async with self._write_lock:
+            self._check_can_send()
+            if compress or not self._protocol.extensions:
+                send(payload, fin)
+            else:
+                self._send_uncompressed(send, payload, fin)
+            await self._write_pending()
+
+    def _send_uncompressed(
+        self, send: Callable[[BytesLike, bool], None], payload: BytesLike, fin: bool
+    ) -> None:
+        # The engine frames through its negotiated extensions; without them
+        # for one message, the frame goes out with RSV1 clear, which tells
+        # the peer it is not compressed.
+        extensions, self._protocol.extensions = self._protocol.extensions, []
+        try:
+            send(payload, fin)
+        finally:
+            self._protocol.extensions = extensions
+
+    def _check_can_send(self) -> None:
+        if self._closing_locally or self._protocol.state is not OPEN:
+            raise ConnectionClosed(self._close_reason)
 
     async def _write_pending(self) -> None:
         """Write what the engine has queued; the caller holds the write lock.
@@ -304,9 +400,10 @@ class WebSocketConnection(trio.abc.AsyncResource):
         """
         chunks = self._protocol.data_to_send()
         if not chunks:
+            await trio.lowlevel.checkpoint()
             return
         end_of_stream = chunks[-1] == SEND_EOF
-        data = b"".join(chunks)
+        data = b"".join(chunks) if len(chunks) > 1 else chunks[0]
         try:
             if data:
                 await self._stream.send_all(data)
@@ -327,10 +424,6 @@ class WebSocketConnection(trio.abc.AsyncResource):
         else:
             await self._stream.aclose()
 
-    async def _flush_from_reader(self) -> None:
-        async with self._write_lock:
-            await self._write_pending()
-
     # -- Closing ------------------------------------------------------------
 
     async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
@@ -345,8 +438,8 @@ class WebSocketConnection(trio.abc.AsyncResource):
         """
         _check_close(code, reason)
         try:
-            with trio.move_on_after(self._disconnect_timeout) as closing:
-                await self._start_closing(code, reason)
+            with trio.move_on_after(self._settings.disconnect_timeout) as closing:
+                await self._start_closing(code, reason, discard=True)
                 await self._reader_done.wait()
         except BaseException:
             await self._abort()
@@ -355,12 +448,19 @@ class WebSocketConnection(trio.abc.AsyncResource):
             self._close_timed_out = True
             await self._abort()
 
-    async def _start_closing(self, code: int, reason: str | None) -> None:
-        if self._close_reason is None:
-            self._close_reason = CloseReason(code, reason)
-        self._closing_locally = True
-        self._messages.clear()
-        self._wake_everyone()
+    async def _start_closing(
+        self, code: int, reason: str | None, *, discard: bool
+    ) -> None:
+        """Send a close frame; ``discard`` also drops what was not yet read.
+
+        Without ``discard`` (a half-close), messages the peer sent before its
+        own close frame are still delivered.
+        """
+        if discard:
+            if self._close_reason is None:
+                self._close_reason = CloseReason(code, reason)
+            self._closing_locally = True
+            self._queue.close(discard=True)
         async with self._write_lock:
             if self._protocol.state is not OPEN:
                 await trio.lowlevel.checkpoint()
@@ -370,9 +470,19 @@ class WebSocketConnection(trio.abc.AsyncResource):
             with contextlib.suppress(ConnectionClosed):  # the peer is gone
                 await self._write_pending()
 
+    async def _fail(self, code: int, reason: str) -> None:
+        """Give up on the peer: send a close frame if possible, then abort."""
+        if self._close_reason is None:
+            self._close_reason = CloseReason(code, reason)
+        with trio.move_on_after(self._settings.disconnect_timeout):
+            await self._start_closing(code, reason, discard=False)
+        await self._abort()
+
     def _set_close_deadline(self) -> None:
         if self._reader_scope.deadline == math.inf:
-            self._reader_scope.deadline = trio.current_time() + self._disconnect_timeout
+            self._reader_scope.deadline = (
+                trio.current_time() + self._settings.disconnect_timeout
+            )
 
     async def _abort(self) -> None:
         """Drop the connection without a handshake (close code 1006)."""
@@ -383,8 +493,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         await trio.aclose_forcefully(self._stream)
 
     def _wake_everyone(self) -> None:
-        self._consumers.unpark_all()
-        self._reader_paused.unpark_all()
+        self._queue.close(discard=self._closing_locally)
         for answered in self._pings.values():
             answered.set()
 
@@ -412,10 +521,9 @@ class WebSocketConnection(trio.abc.AsyncResource):
 
     async def _read_once(self) -> bool:
         """Read and handle one chunk; return False once the stream ended."""
-        while not self._has_room():
-            await self._reader_paused.park()
+        await self._queue.wait_for_room()
         try:
-            data = await self._stream.receive_some(self._receive_size)
+            data = await self._stream.receive_some(self._settings.receive_buffer_size)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             data = b""
         if data:
@@ -432,7 +540,8 @@ class WebSocketConnection(trio.abc.AsyncResource):
             self._note_close_reason()
             self._set_close_deadline()
         try:
-            await self._flush_from_reader()
+            async with self._write_lock:
+                await self._write_pending()
         except ConnectionClosed:
             self._reader_scope.cancel()
 
@@ -442,22 +551,20 @@ class WebSocketConnection(trio.abc.AsyncResource):
             self._answer_pings(frame.data)
         elif opcode is Opcode.CLOSE:
             self._note_close_reason()
-            self._consumers.unpark_all()
+            self._queue.close(discard=self._closing_locally)
         elif opcode is not Opcode.PING:
             self._receive_data_frame(frame)
 
     def _receive_data_frame(self, frame: Frame) -> None:
         try:
-            message = self._assembler.feed(frame)
-        except InvalidText as exc:
-            self._protocol.fail(1007, str(exc))
+            item = self._assembler.feed(frame)
+        except InvalidMessage as exc:
+            self._protocol.fail(exc.code, str(exc))
             return
-        if message is not None and not self._closing_locally:
-            self._messages.append(message)
-            if self._consumers:
-                self._consumers.unpark()
+        if not self._closing_locally:
+            self._queue.put(item, len(frame.data))
 
-    def _answer_pings(self, payload: bytes | bytearray | memoryview) -> None:
+    def _answer_pings(self, payload: BytesLike) -> None:
         key = bytes(payload)
         if key not in self._pings:
             return
@@ -479,3 +586,25 @@ class WebSocketConnection(trio.abc.AsyncResource):
             self._close_reason = CloseReason(sent.code, sent.reason or None)
         elif self._protocol.state is not OPEN:
             self._close_reason = CloseReason(_ABNORMAL, None)
+
+
+def _is_normal(reason: CloseReason | None) -> bool:
+    return reason is not None and reason.code in OK_CLOSE_CODES
+
+
+def _check_close(code: int, reason: str | None) -> None:
+    try:
+        Close(code, reason or "").serialize()
+    except ProtocolError as exc:
+        raise ValueError(f"cannot close with code {code}: {exc}") from None
+    if len((reason or "").encode()) > 123:
+        raise ValueError("a close reason may be at most 123 bytes of UTF-8")
+
+
+async def _aiter(chunks: Chunks) -> AsyncIterator[str | BytesLike]:
+    if isinstance(chunks, AsyncIterable):
+        async for chunk in chunks:
+            yield chunk
+    else:
+        for chunk in chunks:
+            yield chunk

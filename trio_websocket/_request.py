@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import trio
 from websockets.datastructures import Headers
@@ -13,13 +14,7 @@ from websockets.protocol import Event
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
-from ._connection import (
-    MAX_MESSAGE_SIZE,
-    MESSAGE_QUEUE_SIZE,
-    RECEIVE_BYTES,
-    Settings,
-    WebSocketConnection,
-)
+from ._connection import WebSocketConnection
 from ._errors import CloseReason, ConnectionClosed, HandshakeError
 from ._handshake import (
     ENGINE_LOGGER,
@@ -29,7 +24,17 @@ from ._handshake import (
     receive_handshake,
     send_pending,
 )
+from ._settings import (
+    MAX_MESSAGE_SIZE,
+    MESSAGE_QUEUE_SIZE,
+    RECEIVE_BYTES,
+    ConnectionOptions,
+    Settings,
+)
 from ._url import Endpoint, stream_endpoint
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 # How long, and how much, to keep reading from a client we refused, so that
 # it receives our answer instead of a reset caused by its unread data.
@@ -143,7 +148,7 @@ class WebSocketRequest:
             path=self.path,
             handshake_headers=header_pairs(self._request.headers),
         )
-        self._nursery.start_soon(self._connection._reader_task, self._early_frames)
+        self._connection._start(self._nursery, self._early_frames)
         return self._connection
 
     async def reject(
@@ -214,7 +219,11 @@ async def read_request(
     not ask for an upgrade at all is returned instead, for the application
     to answer with :meth:`WebSocketRequest.reject`.
     """
-    protocol = ServerProtocol(max_size=settings.engine_max_size, logger=ENGINE_LOGGER)
+    protocol = ServerProtocol(
+        extensions=settings.server_extensions(),
+        max_size=settings.engine_max_size,
+        logger=ENGINE_LOGGER,
+    )
     try:
         request, *early_frames = await receive_handshake(
             stream, protocol, settings.receive_buffer_size
@@ -279,6 +288,7 @@ async def wrap_server_stream(
     message_queue_size: float = MESSAGE_QUEUE_SIZE,
     max_message_size: float = MAX_MESSAGE_SIZE,
     receive_buffer_size: int | None = RECEIVE_BYTES,
+    **options: Unpack[ConnectionOptions],
 ) -> WebSocketRequest:
     """Read a handshake request from any Trio stream and return it.
 
@@ -286,5 +296,10 @@ async def wrap_server_stream(
     request that is not a valid upgrade is answered with an HTTP error and
     raises :exc:`HandshakeError`.
     """
-    settings = Settings(message_queue_size, max_message_size, receive_buffer_size)
+    settings = Settings(
+        message_queue_size=message_queue_size,
+        max_message_size=max_message_size,
+        receive_buffer_size=receive_buffer_size,
+        **options,
+    )
     return await read_request(nursery, stream, settings)

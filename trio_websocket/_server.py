@@ -6,20 +6,24 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import trio
 
-from ._connection import (
+from ._errors import ConnectionClosed, HandshakeError
+from ._request import WebSocketRequest, read_request
+from ._settings import (
     CONN_TIMEOUT,
     MAX_MESSAGE_SIZE,
     MESSAGE_QUEUE_SIZE,
     RECEIVE_BYTES,
+    ConnectionOptions,
     Settings,
 )
-from ._errors import ConnectionClosed, HandshakeError
-from ._request import WebSocketRequest, read_request
 from ._url import Endpoint, listener_endpoint
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 logger = logging.getLogger("trio-websocket")
 
@@ -41,6 +45,7 @@ async def serve_websocket(
     disconnect_timeout: float = CONN_TIMEOUT,
     http_handler: Handler | None = None,
     task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED,
+    **options: Unpack[ConnectionOptions],
 ) -> NoReturn:
     """Listen on TCP (TLS when ``ssl_context`` is given) and serve forever.
 
@@ -68,6 +73,7 @@ async def serve_websocket(
         connect_timeout=connect_timeout,
         disconnect_timeout=disconnect_timeout,
         http_handler=http_handler,
+        **options,
     )
     await server.run(task_status=task_status)
 
@@ -101,6 +107,7 @@ class WebSocketServer:
         connect_timeout: float = CONN_TIMEOUT,
         disconnect_timeout: float = CONN_TIMEOUT,
         http_handler: Handler | None = None,
+        **options: Unpack[ConnectionOptions],
     ) -> None:
         if not listeners:
             raise ValueError("a WebSocketServer needs at least one listener")
@@ -110,10 +117,11 @@ class WebSocketServer:
         self._http_handler = http_handler
         self._connect_timeout = connect_timeout
         self._settings = Settings(
-            message_queue_size,
-            max_message_size,
-            receive_buffer_size,
-            disconnect_timeout,
+            message_queue_size=message_queue_size,
+            max_message_size=max_message_size,
+            receive_buffer_size=receive_buffer_size,
+            disconnect_timeout=disconnect_timeout,
+            **options,
         )
 
     @property

@@ -1,0 +1,42 @@
+"""Keepalive: ping the peer periodically and give up on one that is silent.
+
+A slow consumer is not a dead peer: the reader keeps reading (up to the
+queue's byte budget) while the application is busy, so pongs are still
+recorded and the connection is only failed when the peer itself is silent.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import trio
+
+from ._errors import ConnectionClosed
+
+if TYPE_CHECKING:
+    from ._connection import WebSocketConnection
+
+# Close code for "the server / client encountered an unexpected condition".
+_KEEPALIVE_FAILED = 1011
+
+
+async def keep_alive(
+    connection: WebSocketConnection, interval: float, pong_wait: float
+) -> None:
+    """Ping every ``interval`` seconds until the connection closes.
+
+    A pong that takes longer than ``pong_wait`` seconds closes the connection
+    with code 1011, which every task waiting on it then sees.
+    """
+    while True:
+        with trio.move_on_after(interval):
+            await connection._reader_done.wait()
+            return
+        try:
+            with trio.fail_after(pong_wait):
+                await connection.ping()
+        except ConnectionClosed:
+            return
+        except trio.TooSlowError:
+            await connection._fail(_KEEPALIVE_FAILED, "keepalive ping timeout")
+            return

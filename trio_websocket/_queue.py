@@ -1,0 +1,107 @@
+"""The queue between a connection's reader task and the application.
+
+It holds complete messages, and the fragments of messages that arrive in
+several frames, in arrival order. Its limits decide when the reader may read
+the network again: while there is room by count (``max_items``, plus one per
+task waiting for a message) *or* by size (``max_bytes``). The second limit is
+what lets a connection with a slow consumer keep reading small amounts, and
+so keep answering pings and noticing a close, before TCP flow control takes
+over.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import NamedTuple
+
+import trio
+
+Message = str | bytes
+
+
+class Fragment(NamedTuple):
+    """One frame of a message that arrived in several frames."""
+
+    data: Message
+    last: bool
+
+
+Item = Message | Fragment
+
+
+class MessageQueue:
+    """A bounded FIFO of messages and fragments, with reader flow control."""
+
+    def __init__(self, max_items: float, max_bytes: int) -> None:
+        self._items: deque[tuple[Item, int]] = deque()
+        self._max_items = max_items
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._waiting = 0  # tasks inside get()
+        self._consumers = trio.lowlevel.ParkingLot()
+        self._reader = trio.lowlevel.ParkingLot()
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def queued_bytes(self) -> int:
+        """The payload bytes waiting in the queue."""
+        return self._bytes
+
+    def put(self, item: Item, size: int) -> None:
+        """Append an item (``size`` payload bytes) and wake one consumer."""
+        self._items.append((item, size))
+        self._bytes += size
+        if self._consumers:
+            self._consumers.unpark()
+
+    def has_room(self) -> bool:
+        """Whether the reader may read more from the network."""
+        return (
+            len(self._items) < self._max_items + self._waiting
+            or self._bytes < self._max_bytes
+        )
+
+    async def wait_for_room(self) -> None:
+        """Park the reader until a consumer makes room (or the queue closes)."""
+        while not self._closed and not self.has_room():
+            await self._reader.park()
+
+    def get_nowait(self) -> Item | None:
+        """Pop the next item, or return ``None`` if there is none."""
+        if not self._items:
+            return None
+        item, size = self._items.popleft()
+        self._bytes -= size
+        self._wake_reader_if_room()
+        return item
+
+    async def get(self) -> Item | None:
+        """Wait for the next item; ``None`` once the queue is closed and empty."""
+        while True:
+            item = self.get_nowait()
+            if item is not None or self._closed:
+                return item
+            # Count ourselves first: with no room otherwise, a waiting
+            # consumer is what lets the reader read.
+            self._waiting += 1
+            try:
+                self._wake_reader_if_room()
+                await self._consumers.park()
+            finally:
+                self._waiting -= 1
+
+    def close(self, *, discard: bool) -> None:
+        """No more items will come; wake everyone. ``discard`` drops the rest."""
+        self._closed = True
+        if discard:
+            self._items.clear()
+            self._bytes = 0
+        self._consumers.unpark_all()
+        self._reader.unpark_all()
+
+    def _wake_reader_if_room(self) -> None:
+        if self._reader and self.has_room():
+            self._reader.unpark()

@@ -1,0 +1,132 @@
+"""Per-connection settings, their defaults, and the compression extension.
+
+The established API's parameters (queue size, message size, receive buffer,
+timeouts) are spelled out in every entry point's signature. The options this
+library adds are accepted by every entry point as keyword arguments and
+described once, here, by :class:`ConnectionOptions`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, TypedDict
+
+from websockets.extensions.permessage_deflate import (
+    ClientPerMessageDeflateFactory,
+    ServerPerMessageDeflateFactory,
+)
+
+#: Default of ``connect_timeout`` and ``disconnect_timeout``, in seconds.
+CONN_TIMEOUT = 60
+#: Default of ``message_queue_size``.
+MESSAGE_QUEUE_SIZE = 1
+#: Default of ``max_message_size``, in bytes.
+MAX_MESSAGE_SIZE = 2**20
+#: Default of ``receive_buffer_size``, in bytes.
+RECEIVE_BYTES = 4 * 2**10
+#: Default of ``message_queue_bytes``: how far a connection reads ahead of a
+#: slow consumer.
+MESSAGE_QUEUE_BYTES = 0
+
+# permessage-deflate tuned for memory: a 4 KiB window (12 bits) each way and
+# zlib memLevel 5 cost about 20 KiB of compressor state per connection
+# instead of about 260 KiB with zlib's defaults, for a ratio within a few
+# percent on typical JSON messages.
+_WINDOW_BITS = 12
+_COMPRESS_SETTINGS = {"memLevel": 5}
+
+Compression = Literal["deflate"] | None
+
+
+class ConnectionOptions(TypedDict, total=False):
+    """Keyword options every client and server entry point accepts.
+
+    ``compression``
+        ``"deflate"`` (the default) offers or accepts permessage-deflate
+        (RFC 7692); ``None`` turns it off. ``max_message_size`` bounds the
+        *decompressed* size, so a small compressed bomb is refused.
+    ``message_queue_bytes``
+        While the message queue is full by count, the connection still
+        reads on until queued messages total this many bytes (default 64
+        KiB), so it keeps answering pings and noticing a close while the
+        application is busy. ``message_queue_size=0`` with this option
+        gives a queue limited in bytes only.
+    ``max_fragment_size``
+        Largest frame accepted, in bytes (default: no limit beyond
+        ``max_message_size``). With ``max_message_size=math.inf``, this
+        bounds memory when messages are consumed with ``get_fragments()``.
+    ``ping_interval``, ``ping_timeout``
+        Keepalive: every ``ping_interval`` seconds, send a ping; if its pong
+        does not come within ``ping_timeout`` seconds (default: the
+        interval), close the connection with code 1011. Off by default.
+    """
+
+    compression: Compression
+    message_queue_bytes: int
+    max_fragment_size: int | None
+    ping_interval: float | None
+    ping_timeout: float | None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a connection is configured with, validated."""
+
+    message_queue_size: float = MESSAGE_QUEUE_SIZE
+    max_message_size: float = MAX_MESSAGE_SIZE
+    receive_buffer_size: int | None = RECEIVE_BYTES
+    disconnect_timeout: float = CONN_TIMEOUT
+    compression: Compression = "deflate"
+    message_queue_bytes: int = MESSAGE_QUEUE_BYTES
+    max_fragment_size: int | None = None
+    ping_interval: float | None = None
+    ping_timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.compression not in ("deflate", None):
+            raise ValueError(
+                f"compression must be 'deflate' or None, not {self.compression!r}"
+            )
+        if self.message_queue_size < 0 or self.message_queue_bytes < 0:
+            raise ValueError("message queue limits cannot be negative")
+        if self.ping_interval is not None and self.ping_interval <= 0:
+            raise ValueError("ping_interval must be positive")
+
+    @property
+    def engine_max_size(self) -> tuple[int | None, int | None]:
+        """The message and fragment limits in the engine's terms.
+
+        Our own check of ``max_message_size`` is exact and happens after
+        decompression; the engine's is on the wire, where deflate may add a
+        few bytes to incompressible data, so it gets some slack.
+        """
+        if self.max_message_size == math.inf:
+            return None, self.max_fragment_size
+        limit = int(self.max_message_size)
+        if self.compression is not None:
+            limit += 64 + limit // 1024
+        return limit, self.max_fragment_size
+
+    def client_extensions(self) -> list[ClientPerMessageDeflateFactory] | None:
+        """The extensions a client offers."""
+        if self.compression is None:
+            return None
+        return [
+            ClientPerMessageDeflateFactory(
+                client_max_window_bits=_WINDOW_BITS,
+                compress_settings=_COMPRESS_SETTINGS,
+            )
+        ]
+
+    def server_extensions(self) -> list[ServerPerMessageDeflateFactory] | None:
+        """The extensions a server accepts."""
+        if self.compression is None:
+            return None
+        return [
+            ServerPerMessageDeflateFactory(
+                server_max_window_bits=_WINDOW_BITS,
+                client_max_window_bits=_WINDOW_BITS,
+                compress_settings=_COMPRESS_SETTINGS,
+            )
+        ]
