@@ -22,6 +22,7 @@ from ._errors import (
     DisconnectionTimeout,
     HandshakeError,
 )
+from ._pair import open_websocket_pair
 from ._request import WebSocketRequest, wrap_server_stream
 from ._server import WebSocketServer, serve_websocket
 from ._settings import (
@@ -31,6 +32,7 @@ from ._settings import (
     RECEIVE_BYTES,
     ConnectionOptions,
 )
+from ._stream import WebSocketStream
 from ._url import Endpoint
 from ._version import __version__
 
@@ -50,10 +52,12 @@ __all__ = [
     "WebSocketConnection",
     "WebSocketRequest",
     "WebSocketServer",
+    "WebSocketStream",
     "__version__",
     "connect_websocket",
     "connect_websocket_url",
     "open_websocket",
+    "open_websocket_pair",
     "open_websocket_url",
     "serve_websocket",
     "wrap_client_stream",

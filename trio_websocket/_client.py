@@ -6,6 +6,7 @@ import ssl
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import trio
 from websockets.client import ClientProtocol
@@ -14,14 +15,8 @@ from websockets.http11 import Response
 from websockets.typing import Subprotocol
 from websockets.uri import WebSocketURI
 
-from ._connection import (
-    CONN_TIMEOUT,
-    MAX_MESSAGE_SIZE,
-    MESSAGE_QUEUE_SIZE,
-    RECEIVE_BYTES,
-    Settings,
-    WebSocketConnection,
-)
+from ._concurrency import background_nursery
+from ._connection import WebSocketConnection
 from ._errors import (
     ConnectionRejected,
     ConnectionTimeout,
@@ -36,8 +31,19 @@ from ._handshake import (
     receive_handshake,
     send_pending,
 )
+from ._settings import (
+    CONN_TIMEOUT,
+    MAX_MESSAGE_SIZE,
+    MESSAGE_QUEUE_SIZE,
+    RECEIVE_BYTES,
+    ConnectionOptions,
+    Settings,
+)
 from ._url import host_header, parse_url
 from ._version import __version__
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 USER_AGENT = (
     f"Python/{sys.version_info[0]}.{sys.version_info[1]} trio-websocket/{__version__}"
@@ -58,6 +64,7 @@ async def open_websocket(
     receive_buffer_size: int | None = RECEIVE_BYTES,
     connect_timeout: float = CONN_TIMEOUT,
     disconnect_timeout: float = CONN_TIMEOUT,
+    **options: Unpack[ConnectionOptions],
 ) -> AsyncIterator[WebSocketConnection]:
     """Open a WebSocket client connection for the length of an ``async with``.
 
@@ -71,7 +78,11 @@ async def open_websocket(
     propagates as itself, never wrapped in an exception group.
     """
     settings = Settings(
-        message_queue_size, max_message_size, receive_buffer_size, disconnect_timeout
+        message_queue_size=message_queue_size,
+        max_message_size=max_message_size,
+        receive_buffer_size=receive_buffer_size,
+        disconnect_timeout=disconnect_timeout,
+        **options,
     )
 
     async def connect(nursery: trio.Nursery) -> WebSocketConnection:
@@ -96,6 +107,7 @@ async def open_websocket_url(
     connect_timeout: float = CONN_TIMEOUT,
     disconnect_timeout: float = CONN_TIMEOUT,
     receive_buffer_size: int | None = RECEIVE_BYTES,
+    **options: Unpack[ConnectionOptions],
 ) -> AsyncIterator[WebSocketConnection]:
     """Like :func:`open_websocket`, from a ``ws://`` or ``wss://`` URL.
 
@@ -116,6 +128,7 @@ async def open_websocket_url(
         receive_buffer_size=receive_buffer_size,
         connect_timeout=connect_timeout,
         disconnect_timeout=disconnect_timeout,
+        **options,
     ) as connection:
         yield connection
 
@@ -132,6 +145,7 @@ async def connect_websocket(
     message_queue_size: float = MESSAGE_QUEUE_SIZE,
     max_message_size: float = MAX_MESSAGE_SIZE,
     receive_buffer_size: int | None = RECEIVE_BYTES,
+    **options: Unpack[ConnectionOptions],
 ) -> WebSocketConnection:
     """Connect and return an open connection whose reader runs in ``nursery``.
 
@@ -139,7 +153,12 @@ async def connect_websocket(
     to add one); handshake errors are raised here, to the caller. The caller
     closes the connection.
     """
-    settings = Settings(message_queue_size, max_message_size, receive_buffer_size)
+    settings = Settings(
+        message_queue_size=message_queue_size,
+        max_message_size=max_message_size,
+        receive_buffer_size=receive_buffer_size,
+        **options,
+    )
     return await _connect(
         nursery, host, port, resource, use_ssl, subprotocols, extra_headers, settings
     )
@@ -155,6 +174,7 @@ async def connect_websocket_url(
     message_queue_size: float = MESSAGE_QUEUE_SIZE,
     max_message_size: float = MAX_MESSAGE_SIZE,
     receive_buffer_size: int | None = RECEIVE_BYTES,
+    **options: Unpack[ConnectionOptions],
 ) -> WebSocketConnection:
     """Like :func:`connect_websocket`, from a ``ws://`` or ``wss://`` URL."""
     host, port, resource, use_ssl = _url_target(url, ssl_context)
@@ -169,6 +189,7 @@ async def connect_websocket_url(
         message_queue_size=message_queue_size,
         max_message_size=max_message_size,
         receive_buffer_size=receive_buffer_size,
+        **options,
     )
 
 
@@ -183,13 +204,19 @@ async def wrap_client_stream(
     message_queue_size: float = MESSAGE_QUEUE_SIZE,
     max_message_size: float = MAX_MESSAGE_SIZE,
     receive_buffer_size: int | None = RECEIVE_BYTES,
+    **options: Unpack[ConnectionOptions],
 ) -> WebSocketConnection:
     """Run the client side of the handshake over any Trio stream.
 
     ``host`` is sent as the ``Host`` header and ``resource`` as the request
     target. The connection's reader runs in ``nursery``.
     """
-    settings = Settings(message_queue_size, max_message_size, receive_buffer_size)
+    settings = Settings(
+        message_queue_size=message_queue_size,
+        max_message_size=max_message_size,
+        receive_buffer_size=receive_buffer_size,
+        **options,
+    )
     return await _handshake(
         nursery, stream, host, resource, subprotocols, extra_headers, settings
     )
@@ -208,31 +235,17 @@ async def _connection_scope(
     connect: Callable[[trio.Nursery], Awaitable[WebSocketConnection]],
     connect_timeout: float,
 ) -> AsyncIterator[WebSocketConnection]:
-    """Own a connection and its reader for the length of an ``async with``.
-
-    Errors from the body are caught inside the nursery and re-raised outside
-    it, so they reach the caller as themselves and not wrapped in an
-    exception group.
-    """
-    error: BaseException | None = None
-    closed_cleanly = True
-    async with trio.open_nursery() as nursery:
+    """Own a connection and its background tasks for an ``async with``."""
+    async with background_nursery() as nursery:
+        with trio.move_on_after(connect_timeout) as connecting:
+            connection = await connect(nursery)
+        if connecting.cancelled_caught:
+            raise ConnectionTimeout(f"connecting took over {connect_timeout} s")
         try:
-            with trio.move_on_after(connect_timeout) as connecting:
-                connection = await connect(nursery)
-            if connecting.cancelled_caught:
-                raise ConnectionTimeout(f"connecting took over {connect_timeout} s")
-            try:
-                yield connection
-            finally:
-                await connection.aclose()
-                closed_cleanly = not connection._close_timed_out
-        except BaseException as exc:
-            error = exc
-        nursery.cancel_scope.cancel()
-    if error is not None:
-        raise error
-    if not closed_cleanly:
+            yield connection
+        finally:
+            await connection.aclose()
+    if connection._close_timed_out:
         raise DisconnectionTimeout("the closing handshake did not complete in time")
 
 
@@ -299,6 +312,7 @@ async def _handshake(
             subprotocols=[Subprotocol(name) for name in subprotocols]
             if subprotocols
             else None,
+            extensions=settings.client_extensions(),
             logger=ENGINE_LOGGER,
             max_size=settings.engine_max_size,
         )
@@ -324,7 +338,7 @@ async def _handshake(
         path=resource,
         handshake_headers=header_pairs(response.headers),
     )
-    nursery.start_soon(connection._reader_task, early_frames)
+    connection._start(nursery, early_frames)
     return connection
 
 

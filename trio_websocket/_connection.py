@@ -215,12 +215,12 @@ class WebSocketConnection(trio.abc.AsyncResource):
         if not isinstance(item, Fragment):
             yield item
             return
-        while True:
-            yield item.data
-            if item.last:
-                self._mid_message = False
-                return
+        yield item.data
+        while not item.last:
             item = cast(Fragment, await self._next_item(start=False))
+            if item.data:  # e.g. the empty final frame of send_fragments()
+                yield item.data
+        self._mid_message = False
 
     async def _next_item(self, *, start: bool) -> Message | Fragment:
         if start:

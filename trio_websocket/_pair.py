@@ -1,0 +1,63 @@
+"""Two connected WebSocket endpoints in memory, for application tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+import trio
+import trio.testing
+
+from ._client import wrap_client_stream
+from ._concurrency import background_nursery
+from ._connection import WebSocketConnection
+from ._request import wrap_server_stream
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from ._settings import ConnectionOptions
+
+
+@asynccontextmanager
+async def open_websocket_pair(
+    *,
+    path: str = "/",
+    subprotocols: Sequence[str] = (),
+    **options: Unpack[ConnectionOptions],
+) -> AsyncIterator[tuple[WebSocketConnection, WebSocketConnection]]:
+    """Yield ``(client, server)`` connections joined by in-memory streams.
+
+    The handshake really runs (with ``path`` and, if given, the first of
+    ``subprotocols`` negotiated), so both ends behave exactly as over a
+    socket, without one. Both are closed when the block exits. ``options``
+    are :class:`ConnectionOptions`, applied to both ends.
+    """
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    async with background_nursery() as nursery:
+        accepted: list[WebSocketConnection] = []
+
+        async def accept() -> None:
+            request = await wrap_server_stream(nursery, server_stream, **options)
+            offered = request.proposed_subprotocols
+            subprotocol = offered[0] if offered else None
+            accepted.append(await request.accept(subprotocol=subprotocol))
+
+        async with trio.open_nursery() as handshake:
+            handshake.start_soon(accept)
+            client = await wrap_client_stream(
+                nursery,
+                client_stream,
+                "localhost",
+                path,
+                subprotocols=subprotocols,
+                **options,
+            )
+        server = accepted[0]
+        try:
+            yield client, server
+        finally:
+            with trio.CancelScope(shield=True):
+                await client.aclose()
+                await server.aclose()
