@@ -11,6 +11,7 @@ import trustme
 from trio_websocket import (
     ConnectionClosed,
     Endpoint,
+    WebSocketConnection,
     WebSocketRequest,
     WebSocketServer,
     serve_websocket,
@@ -42,14 +43,18 @@ def client_ssl_context(ca: trustme.CA) -> ssl.SSLContext:
     return context
 
 
-async def echo_handler(request: WebSocketRequest) -> None:
-    """Accept, then send every message back until the connection closes."""
-    connection = await request.accept()
+async def echo_messages(connection: WebSocketConnection) -> None:
+    """Send every message back until the connection closes."""
     try:
         while True:
             await connection.send_message(await connection.get_message())
     except ConnectionClosed:
         pass
+
+
+async def echo_handler(request: WebSocketRequest) -> None:
+    """A server handler: accept, then echo until the connection closes."""
+    await echo_messages(await request.accept())
 
 
 @pytest.fixture

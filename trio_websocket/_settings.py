@@ -26,7 +26,7 @@ MAX_MESSAGE_SIZE = 2**20
 #: Default of ``receive_buffer_size``, in bytes.
 RECEIVE_BYTES = 4 * 2**10
 #: Default of ``message_queue_bytes``: how far a connection reads ahead of a
-#: slow consumer.
+#: slow consumer once its queue is full (0: not at all, as before).
 MESSAGE_QUEUE_BYTES = 0
 
 # permessage-deflate tuned for memory: a 4 KiB window (12 bits) each way and
@@ -48,10 +48,12 @@ class ConnectionOptions(TypedDict, total=False):
         *decompressed* size, so a small compressed bomb is refused.
     ``message_queue_bytes``
         While the message queue is full by count, the connection still
-        reads on until queued messages total this many bytes (default 64
-        KiB), so it keeps answering pings and noticing a close while the
-        application is busy. ``message_queue_size=0`` with this option
-        gives a queue limited in bytes only.
+        reads on until queued messages total this many bytes, so it keeps
+        answering pings and noticing a close while the application is busy
+        (a slow consumer is not a dead peer). The default, 0, keeps the
+        established behaviour: reading stops as soon as the queue is full.
+        ``message_queue_size=0`` with this option gives a queue limited in
+        bytes only.
     ``max_fragment_size``
         Largest frame accepted, in bytes (default: no limit beyond
         ``max_message_size``). With ``max_message_size=math.inf``, this
