@@ -32,6 +32,7 @@ from ._settings import (
     RECEIVE_BYTES,
     ConnectionOptions,
 )
+from ._stats import ConnectionStats
 from ._stream import WebSocketStream
 from ._url import Endpoint
 from ._version import __version__
@@ -45,6 +46,7 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionOptions",
     "ConnectionRejected",
+    "ConnectionStats",
     "ConnectionTimeout",
     "DisconnectionTimeout",
     "Endpoint",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import math
 import random
 import struct
@@ -34,6 +35,7 @@ from ._errors import CloseReason, ConnectionClosed
 from ._keepalive import keep_alive
 from ._queue import Fragment, Message, MessageQueue
 from ._settings import Settings
+from ._stats import ConnectionStats, Counters
 from ._url import Endpoint, stream_endpoint
 
 if TYPE_CHECKING:
@@ -47,6 +49,8 @@ BytesLike = bytes | bytearray | memoryview
 Chunks = Iterable[str | BytesLike] | AsyncIterable[str | BytesLike]
 
 _ABNORMAL = 1006
+
+logger = logging.getLogger("trio-websocket")
 
 
 class _WriteLock:
@@ -111,6 +115,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         self._message_lock = _WriteLock()  # one outgoing message at a time
         self._sending_text = False  # the kind of the fragmented message being sent
         self._pings: dict[bytes, trio.Event] = {}
+        self._counters = Counters()
 
         self._close_reason: CloseReason | None = None
         self._closing_locally = False
@@ -120,6 +125,8 @@ class WebSocketConnection(trio.abc.AsyncResource):
 
     def _start(self, nursery: trio.Nursery, early_events: Sequence[Event]) -> None:
         """Start the background tasks, once the handshake is complete."""
+        if logger.isEnabledFor(logging.INFO):
+            logger.info("%s: open, %s %s", self, self.remote, self._path)
         nursery.start_soon(self._reader_task, early_events)
         if self._settings.ping_interval is not None:
             timeout = self._settings.ping_timeout or self._settings.ping_interval
@@ -166,6 +173,22 @@ class WebSocketConnection(trio.abc.AsyncResource):
     def extensions(self) -> list[str]:
         """The names of the negotiated extensions, e.g. permessage-deflate."""
         return [extension.name for extension in self._protocol.extensions]
+
+    @property
+    def stats(self) -> ConnectionStats:
+        """Messages and bytes each way, queue depth and last ping round trip."""
+        counters = self._counters
+        return ConnectionStats(
+            messages_sent=counters.messages_sent,
+            messages_received=counters.messages_received,
+            bytes_sent=counters.bytes_sent,
+            bytes_received=counters.bytes_received,
+            wire_bytes_sent=counters.wire_bytes_sent,
+            wire_bytes_received=counters.wire_bytes_received,
+            queue_depth=len(self._queue),
+            queued_bytes=self._queue.queued_bytes,
+            last_ping_rtt=counters.last_ping_rtt,
+        )
 
     @property
     def handshake_headers(self) -> Headers:
@@ -281,6 +304,9 @@ class WebSocketConnection(trio.abc.AsyncResource):
             raise ValueError(f"cannot send a message of type {type(message)!r}")
         async with self._message_lock:
             await self._send(send, payload, True, compress)
+        counters = self._counters
+        counters.messages_sent += 1
+        counters.bytes_sent += len(payload)
 
     async def send_fragments(self, chunks: Chunks, *, compress: bool = True) -> None:
         """Send one message made of the given chunks, each as a fragment.
@@ -297,10 +323,12 @@ class WebSocketConnection(trio.abc.AsyncResource):
                 async for chunk in _aiter(chunks):
                     send, payload = self._fragment(chunk, first)
                     await self._send(send, payload, False, compress)
+                    self._counters.bytes_sent += len(payload)
                     first = False
                 if first:
                     raise ValueError("a message needs at least one fragment")
                 await self._send(self._protocol.send_continuation, b"", True, compress)
+                self._counters.messages_sent += 1
             except BaseException:
                 if not first and self._protocol.state is OPEN:
                     await self._abort()
@@ -334,7 +362,10 @@ class WebSocketConnection(trio.abc.AsyncResource):
         answered = self._pings[payload] = trio.Event()
         try:
             await self._send_control(self._protocol.send_ping, payload)
+            sent_at = trio.current_time()
             await answered.wait()
+            if self._pings.get(payload) is not answered:
+                self._counters.last_ping_rtt = trio.current_time() - sent_at
         finally:
             # Still registered means no pong removed it: the connection closed.
             unanswered = self._pings.get(payload) is answered
@@ -406,6 +437,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         data = b"".join(chunks) if len(chunks) > 1 else chunks[0]
         try:
             if data:
+                self._counters.wire_bytes_sent += len(data)
                 await self._stream.send_all(data)
             if end_of_stream:
                 await self._finish_sending()
@@ -518,6 +550,21 @@ class WebSocketConnection(trio.abc.AsyncResource):
             self._wake_everyone()
             await trio.aclose_forcefully(self._stream)
             self._reader_done.set()
+            self._log_close()
+
+    def _log_close(self) -> None:
+        reason = self._close_reason
+        assert reason is not None
+        failure = self._protocol.parser_exc
+        if failure is not None and not isinstance(failure, EOFError):
+            logger.warning("%s: protocol error from the peer: %s", self, failure)
+        by = {True: "the peer", False: "us", None: "neither side"}[
+            self._protocol.close_rcvd_then_sent
+        ]
+        logger.info(
+            "%s: closed by %s, %d %s %s", self, by, reason.code, reason.name,
+            reason.reason or "",
+        )  # fmt: skip
 
     async def _read_once(self) -> bool:
         """Read and handle one chunk; return False once the stream ended."""
@@ -526,6 +573,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
             data = await self._stream.receive_some(self._settings.receive_buffer_size)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             data = b""
+        self._counters.wire_bytes_received += len(data)
         if data:
             self._protocol.receive_data(data)
         else:
@@ -559,10 +607,16 @@ class WebSocketConnection(trio.abc.AsyncResource):
         try:
             item = self._assembler.feed(frame)
         except InvalidMessage as exc:
+            logger.warning("%s: refusing a message from the peer: %s", self, exc)
             self._protocol.fail(exc.code, str(exc))
             return
+        size = len(frame.data)
+        counters = self._counters
+        counters.bytes_received += size
+        if frame.fin:
+            counters.messages_received += 1
         if not self._closing_locally:
-            self._queue.put(item, len(frame.data))
+            self._queue.put(item, size)
 
     def _answer_pings(self, payload: BytesLike) -> None:
         key = bytes(payload)
