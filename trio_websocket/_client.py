@@ -6,10 +6,12 @@ import ssl
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import trio
 from websockets.client import ClientProtocol
+from websockets.datastructures import Headers
 from websockets.exceptions import InvalidStatus
 from websockets.http11 import Response
 from websockets.typing import Subprotocol
@@ -31,6 +33,8 @@ from ._handshake import (
     receive_handshake,
     send_pending,
 )
+from ._proxy import ProxySetting, basic_auth, choose_proxy, user_info
+from ._redirect import MAX_REDIRECTS, follow_redirect
 from ._settings import (
     CONN_TIMEOUT,
     MAX_MESSAGE_SIZE,
@@ -39,7 +43,8 @@ from ._settings import (
     ConnectionOptions,
     Settings,
 )
-from ._url import host_header, parse_url
+from ._tunnel import open_tunnel
+from ._url import WebSocketURL, host_header, parse_url
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -48,6 +53,60 @@ if TYPE_CHECKING:
 USER_AGENT = (
     f"Python/{sys.version_info[0]}.{sys.version_info[1]} trio-websocket/{__version__}"
 )
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where to connect, and what to ask for there."""
+
+    host: str
+    port: int
+    resource: str
+    use_ssl: bool | ssl.SSLContext
+
+
+@dataclass(frozen=True)
+class _Request:
+    """What the handshake request carries besides ``Host`` and the resource."""
+
+    subprotocols: tuple[str, ...] | None = None
+    extra_headers: tuple[tuple[bytes | str, bytes | str], ...] = ()
+    origin: str | None = None
+    user_agent: str | None = USER_AGENT
+    credentials: tuple[str, str] | None = None
+
+    @classmethod
+    def build(
+        cls,
+        subprotocols: Sequence[str] | None,
+        extra_headers: HeaderPairs | None,
+        origin: str | None,
+        user_agent: str | None,
+    ) -> _Request:
+        return cls(
+            tuple(subprotocols) if subprotocols else None,
+            tuple(extra_headers or ()),
+            origin,
+            user_agent,
+        )
+
+    def add_headers(self, headers: Headers) -> None:
+        """Add ``User-Agent``, ``Origin``, ``Authorization``, then the extras.
+
+        The extra headers replace our ``User-Agent`` and ``Origin``; an
+        ``Authorization`` among them wins over the URL's credentials.
+        """
+        defaults = [("User-Agent", self.user_agent), ("Origin", self.origin)]
+        if self.credentials is not None and not self._has_extra("authorization"):
+            defaults.append(("Authorization", basic_auth(self.credentials)))
+        add_extra_headers(headers, [(k, v) for k, v in defaults if v is not None])
+        add_extra_headers(headers, self.extra_headers)
+
+    def _has_extra(self, name: str) -> bool:
+        return any(
+            (key.decode("latin-1") if isinstance(key, bytes) else key).lower() == name
+            for key, _ in self.extra_headers
+        )
 
 
 @asynccontextmanager
@@ -64,6 +123,9 @@ async def open_websocket(
     receive_buffer_size: int | None = RECEIVE_BYTES,
     connect_timeout: float = CONN_TIMEOUT,
     disconnect_timeout: float = CONN_TIMEOUT,
+    proxy: ProxySetting = None,
+    origin: str | None = None,
+    user_agent: str | None = USER_AGENT,
     **options: Unpack[ConnectionOptions],
 ) -> AsyncIterator[WebSocketConnection]:
     """Open a WebSocket client connection for the length of an ``async with``.
@@ -72,10 +134,25 @@ async def open_websocket(
     :class:`ssl.SSLContext`), requests ``resource`` and yields the open
     :class:`WebSocketConnection`. Leaving the block closes the connection.
 
-    Connecting (TCP, TLS and handshake) is bounded by ``connect_timeout``
-    (:exc:`ConnectionTimeout`), closing by ``disconnect_timeout``
-    (:exc:`DisconnectionTimeout`). An exception raised in the block
-    propagates as itself, never wrapped in an exception group.
+    Connecting (proxy, TCP, TLS and handshake) is bounded by
+    ``connect_timeout`` (:exc:`ConnectionTimeout`), closing by
+    ``disconnect_timeout`` (:exc:`DisconnectionTimeout`). An exception raised
+    in the block propagates as itself, never wrapped in an exception group.
+
+    ``proxy``
+        ``None`` (the default) takes the proxy from the environment
+        (``https_proxy`` for TLS, ``http_proxy`` otherwise, then
+        ``all_proxy``; ``no_proxy`` lists hosts reached directly); ``False``
+        or ``""`` connects directly; a URL (``http://``, ``socks5://`` or
+        ``socks5h://``, with optional ``user:password@``) uses that proxy.
+        TLS runs inside the tunnel, checked against ``host``. A proxy that
+        refuses raises :exc:`ProxyError`.
+    ``origin``
+        The ``Origin`` header to send (none by default).
+    ``user_agent``
+        The ``User-Agent`` header, ``trio_websocket.USER_AGENT`` by default;
+        ``None`` sends none. A ``User-Agent`` or ``Origin`` in
+        ``extra_headers`` replaces these.
     """
     settings = Settings(
         message_queue_size=message_queue_size,
@@ -84,12 +161,11 @@ async def open_websocket(
         disconnect_timeout=disconnect_timeout,
         **options,
     )
+    target = _Target(host, port, resource, use_ssl)
+    request = _Request.build(subprotocols, extra_headers, origin, user_agent)
 
     async def connect(nursery: trio.Nursery) -> WebSocketConnection:
-        return await _connect(
-            nursery, host, port, resource, use_ssl, subprotocols, extra_headers,
-            settings,
-        )  # fmt: skip
+        return await _connect(nursery, target, request, proxy, settings)
 
     async with _connection_scope(connect, connect_timeout) as connection:
         yield connection
@@ -107,29 +183,42 @@ async def open_websocket_url(
     connect_timeout: float = CONN_TIMEOUT,
     disconnect_timeout: float = CONN_TIMEOUT,
     receive_buffer_size: int | None = RECEIVE_BYTES,
+    proxy: ProxySetting = None,
+    max_redirects: int = MAX_REDIRECTS,
+    origin: str | None = None,
+    user_agent: str | None = USER_AGENT,
     **options: Unpack[ConnectionOptions],
 ) -> AsyncIterator[WebSocketConnection]:
     """Like :func:`open_websocket`, from a ``ws://`` or ``wss://`` URL.
 
     ``url`` may be any object whose ``str()`` is the URL. ``wss://`` without
     ``ssl_context`` uses the default TLS context; a context given with a
-    ``ws://`` URL turns TLS on.
+    ``ws://`` URL turns TLS on. ``proxy``, ``origin`` and ``user_agent`` work
+    as in :func:`open_websocket`. User info in the URL
+    (``wss://user:password@host/``, percent-encoded) is sent as HTTP basic
+    authentication.
+
+    Redirects (301, 302, 303, 307, 308) are followed up to ``max_redirects``
+    times (0: not at all, the answer raises :exc:`ConnectionRejected`), never
+    from TLS to plain ``ws://`` (:exc:`RedirectError`). ``connect_timeout``
+    bounds all of it.
     """
-    host, port, resource, use_ssl = _url_target(url, ssl_context)
-    async with open_websocket(
-        host,
-        port,
-        resource,
-        use_ssl=use_ssl,
-        subprotocols=subprotocols,
-        extra_headers=extra_headers,
+    settings = Settings(
         message_queue_size=message_queue_size,
         max_message_size=max_message_size,
         receive_buffer_size=receive_buffer_size,
-        connect_timeout=connect_timeout,
         disconnect_timeout=disconnect_timeout,
         **options,
-    ) as connection:
+    )
+    parse_url(url)  # refuse a bad URL before connecting
+    request = _Request.build(subprotocols, extra_headers, origin, user_agent)
+
+    async def connect(nursery: trio.Nursery) -> WebSocketConnection:
+        return await _connect_url(
+            nursery, str(url), ssl_context, request, proxy, max_redirects, settings
+        )
+
+    async with _connection_scope(connect, connect_timeout) as connection:
         yield connection
 
 
@@ -145,13 +234,17 @@ async def connect_websocket(
     message_queue_size: float = MESSAGE_QUEUE_SIZE,
     max_message_size: float = MAX_MESSAGE_SIZE,
     receive_buffer_size: int | None = RECEIVE_BYTES,
+    proxy: ProxySetting = None,
+    origin: str | None = None,
+    user_agent: str | None = USER_AGENT,
     **options: Unpack[ConnectionOptions],
 ) -> WebSocketConnection:
     """Connect and return an open connection whose reader runs in ``nursery``.
 
     There is no connect timeout (wrap the call in :func:`trio.move_on_after`
     to add one); handshake errors are raised here, to the caller. The caller
-    closes the connection.
+    closes the connection. ``proxy``, ``origin`` and ``user_agent`` work as in
+    :func:`open_websocket`.
     """
     settings = Settings(
         message_queue_size=message_queue_size,
@@ -159,9 +252,9 @@ async def connect_websocket(
         receive_buffer_size=receive_buffer_size,
         **options,
     )
-    return await _connect(
-        nursery, host, port, resource, use_ssl, subprotocols, extra_headers, settings
-    )
+    target = _Target(host, port, resource, use_ssl)
+    request = _Request.build(subprotocols, extra_headers, origin, user_agent)
+    return await _connect(nursery, target, request, proxy, settings)
 
 
 async def connect_websocket_url(
@@ -174,22 +267,26 @@ async def connect_websocket_url(
     message_queue_size: float = MESSAGE_QUEUE_SIZE,
     max_message_size: float = MAX_MESSAGE_SIZE,
     receive_buffer_size: int | None = RECEIVE_BYTES,
+    proxy: ProxySetting = None,
+    max_redirects: int = MAX_REDIRECTS,
+    origin: str | None = None,
+    user_agent: str | None = USER_AGENT,
     **options: Unpack[ConnectionOptions],
 ) -> WebSocketConnection:
-    """Like :func:`connect_websocket`, from a ``ws://`` or ``wss://`` URL."""
-    host, port, resource, use_ssl = _url_target(url, ssl_context)
-    return await connect_websocket(
-        nursery,
-        host,
-        port,
-        resource,
-        use_ssl=use_ssl,
-        subprotocols=subprotocols,
-        extra_headers=extra_headers,
+    """Like :func:`connect_websocket`, from a ``ws://`` or ``wss://`` URL.
+
+    User info, redirects, ``proxy``, ``origin`` and ``user_agent`` work as in
+    :func:`open_websocket_url`.
+    """
+    settings = Settings(
         message_queue_size=message_queue_size,
         max_message_size=max_message_size,
         receive_buffer_size=receive_buffer_size,
         **options,
+    )
+    request = _Request.build(subprotocols, extra_headers, origin, user_agent)
+    return await _connect_url(
+        nursery, str(url), ssl_context, request, proxy, max_redirects, settings
     )
 
 
@@ -204,12 +301,15 @@ async def wrap_client_stream(
     message_queue_size: float = MESSAGE_QUEUE_SIZE,
     max_message_size: float = MAX_MESSAGE_SIZE,
     receive_buffer_size: int | None = RECEIVE_BYTES,
+    origin: str | None = None,
+    user_agent: str | None = USER_AGENT,
     **options: Unpack[ConnectionOptions],
 ) -> WebSocketConnection:
     """Run the client side of the handshake over any Trio stream.
 
     ``host`` is sent as the ``Host`` header and ``resource`` as the request
-    target. The connection's reader runs in ``nursery``.
+    target. The connection's reader runs in ``nursery``. ``origin`` and
+    ``user_agent`` work as in :func:`open_websocket`.
     """
     settings = Settings(
         message_queue_size=message_queue_size,
@@ -217,17 +317,8 @@ async def wrap_client_stream(
         receive_buffer_size=receive_buffer_size,
         **options,
     )
-    return await _handshake(
-        nursery, stream, host, resource, subprotocols, extra_headers, settings
-    )
-
-
-def _url_target(
-    url: object, ssl_context: ssl.SSLContext | None
-) -> tuple[str, int, str, bool | ssl.SSLContext]:
-    parts = parse_url(url)
-    use_ssl: bool | ssl.SSLContext = ssl_context or parts.secure
-    return parts.host, parts.port, parts.resource, use_ssl
+    request = _Request.build(subprotocols, extra_headers, origin, user_agent)
+    return await _handshake(nursery, stream, host, resource, request, settings)
 
 
 @asynccontextmanager
@@ -249,36 +340,77 @@ async def _connection_scope(
         raise DisconnectionTimeout("the closing handshake did not complete in time")
 
 
-async def _connect(
+async def _connect_url(
     nursery: trio.Nursery,
-    host: str,
-    port: int,
-    resource: str,
-    use_ssl: bool | ssl.SSLContext,
-    subprotocols: Sequence[str] | None,
-    extra_headers: HeaderPairs | None,
+    url: str,
+    ssl_context: ssl.SSLContext | None,
+    request: _Request,
+    proxy: ProxySetting,
+    max_redirects: int,
     settings: Settings,
 ) -> WebSocketConnection:
-    stream = await _open_stream(host, port, use_ssl)
-    return await _handshake(
-        nursery,
-        stream,
-        host_header(host, port, bool(use_ssl)),
-        resource,
-        subprotocols,
-        extra_headers,
-        settings,
+    """Connect to ``url``, following redirects (see ``_redirect``)."""
+    parts = parse_url(url)
+    request = replace(request, credentials=_credentials(parts))
+    followed = 0
+    while True:
+        target = _Target(
+            parts.host, parts.port, parts.resource, ssl_context or parts.secure
+        )
+        try:
+            return await _connect(nursery, target, request, proxy, settings)
+        except ConnectionRejected as rejection:
+            next_url = follow_redirect(
+                url, rejection, bool(target.use_ssl), followed, max_redirects
+            )
+            if next_url is None:
+                raise
+        next_parts = parse_url(next_url)
+        if next_parts.user_info is not None or not _same_origin(parts, next_parts):
+            request = replace(request, credentials=_credentials(next_parts))
+        url, parts, followed = next_url, next_parts, followed + 1
+
+
+def _credentials(parts: WebSocketURL) -> tuple[str, str] | None:
+    return user_info(*parts.user_info) if parts.user_info else None
+
+
+def _same_origin(first: WebSocketURL, second: WebSocketURL) -> bool:
+    return (first.secure, first.host, first.port) == (
+        second.secure,
+        second.host,
+        second.port,
     )
 
 
-async def _open_stream(
-    host: str, port: int, use_ssl: bool | ssl.SSLContext
-) -> trio.abc.Stream:
+async def _connect(
+    nursery: trio.Nursery,
+    target: _Target,
+    request: _Request,
+    proxy: ProxySetting,
+    settings: Settings,
+) -> WebSocketConnection:
+    stream = await _open_stream(target, proxy)
+    host = host_header(target.host, target.port, bool(target.use_ssl))
+    return await _handshake(nursery, stream, host, target.resource, request, settings)
+
+
+async def _open_stream(target: _Target, proxy: ProxySetting) -> trio.abc.Stream:
+    """TCP to the server, directly or through a proxy, then TLS if asked."""
+    host, port, use_ssl = target.host, target.port, target.use_ssl
+    via = choose_proxy(proxy, host, port, bool(use_ssl))
+    if via is None:
+        transport = await trio.open_tcp_stream(host, port)
+    else:
+        transport = await open_tunnel(via, host, port)
     if not use_ssl:
-        return await trio.open_tcp_stream(host, port)
+        return transport
     context = use_ssl if isinstance(use_ssl, ssl.SSLContext) else None
-    stream = await trio.open_ssl_over_tcp_stream(
-        host, port, ssl_context=context, https_compatible=True
+    stream = trio.SSLStream(
+        transport,
+        context or ssl.create_default_context(),
+        server_hostname=host,
+        https_compatible=True,
     )
     try:
         await stream.do_handshake()
@@ -298,8 +430,7 @@ async def _handshake(
     stream: trio.abc.Stream,
     host: str,
     resource: str,
-    subprotocols: Sequence[str] | None,
-    extra_headers: HeaderPairs | None,
+    request: _Request,
     settings: Settings,
 ) -> WebSocketConnection:
     """Send the upgrade request over ``stream`` and wait for the response.
@@ -309,19 +440,18 @@ async def _handshake(
     try:
         protocol = ClientProtocol(
             WebSocketURI(False, host, 0, resource, ""),
-            subprotocols=[Subprotocol(name) for name in subprotocols]
-            if subprotocols
+            subprotocols=[Subprotocol(name) for name in request.subprotocols]
+            if request.subprotocols
             else None,
             extensions=settings.client_extensions(),
             logger=ENGINE_LOGGER,
             max_size=settings.engine_max_size,
         )
-        request = protocol.connect()
-        del request.headers["Host"]
-        request.headers["Host"] = host
-        request.headers["User-Agent"] = USER_AGENT
-        add_extra_headers(request.headers, extra_headers)
-        protocol.send_request(request)
+        upgrade = protocol.connect()
+        del upgrade.headers["Host"]
+        upgrade.headers["Host"] = host
+        request.add_headers(upgrade.headers)
+        protocol.send_request(upgrade)
         await send_pending(stream, protocol)
         response, *early_frames = await receive_handshake(
             stream, protocol, settings.receive_buffer_size

@@ -1,0 +1,201 @@
+"""``trio-websocket serve``: an echo server or a chat room, and a demo page."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import ssl
+import sys
+from functools import partial
+
+import trio
+
+from ._cli import EXIT_ERROR, UsageError, report_error, run_trio
+from ._cli_console import Message
+from ._connection import WebSocketConnection
+from ._demo_page import DEMO_PAGE
+from ._errors import ConnectionClosed
+from ._request import WebSocketRequest
+from ._server import serve_websocket
+from ._url import Endpoint
+
+logger = logging.getLogger("trio-websocket.serve")
+
+#: Messages a chat client may fall behind before it is disconnected.
+OUTBOX_SIZE = 64
+#: The close code and reason given to a client that falls too far behind.
+TOO_SLOW = (1008, "too slow to keep up")
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    """Run ``trio-websocket serve`` until interrupted."""
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise UsageError("--tls-cert and --tls-key go together")
+    ssl_context = None
+    if args.tls_cert is not None:
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            ssl_context.load_cert_chain(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(f"cannot load the TLS certificate: {exc}") from None
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    room = ChatRoom() if args.broadcast else None
+    try:
+        return run_trio(_serve, args.host or None, args.port, ssl_context, room)
+    except OSError as exc:
+        report_error(f"cannot listen on {args.host or '*'} port {args.port}: {exc}")
+        return EXIT_ERROR
+
+
+async def _serve(
+    host: str | None,
+    port: int,
+    ssl_context: ssl.SSLContext | None,
+    room: ChatRoom | None,
+) -> int:
+    handler = partial(_chat, room) if room is not None else _echo
+    serve = partial(
+        serve_websocket,
+        handler,
+        host,
+        port,
+        ssl_context,
+        http_handler=_demo_page,
+        disconnect_timeout=5,
+    )
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(serve)
+        endpoint = server.listeners[0]
+        if isinstance(endpoint, Endpoint):
+            url = endpoint.url + "/"
+            kind = "chat room" if room is not None else "echo server"
+            page = url.replace("ws", "http", 1)
+            print(f"{kind} serving on {url} (open {page} in a browser)", flush=True)
+    raise AssertionError("the server never stops on its own")  # pragma: no cover
+
+
+async def _accept(request: WebSocketRequest) -> WebSocketConnection:
+    offered = request.proposed_subprotocols
+    ws = await request.accept(subprotocol=offered[0] if offered else None)
+    logger.info("%s: %s connected to %s", ws, _peer(request.remote), request.path)
+    return ws
+
+
+def _log_close(ws: WebSocketConnection) -> None:
+    reason = ws.closed
+    if reason is None:
+        logger.info("%s: closing", ws)
+    else:
+        logger.info(
+            "%s: closed %d %s %s", ws, reason.code, reason.name, reason.reason or ""
+        )
+
+
+async def _echo(request: WebSocketRequest) -> None:
+    ws = await _accept(request)
+    try:
+        while True:
+            await ws.send_message(await ws.get_message())
+    except ConnectionClosed:
+        pass
+    finally:
+        _log_close(ws)
+
+
+async def _chat(room: ChatRoom, request: WebSocketRequest) -> None:
+    ws = await _accept(request)
+    try:
+        await room.join(ws)
+    finally:
+        _log_close(ws)
+
+
+async def _demo_page(request: WebSocketRequest) -> None:
+    """Answer ``GET /`` with the chat page; anything else gets 404."""
+    peer = _peer(request.remote)
+    if request.path.partition("?")[0] != "/":
+        logger.info("%s asked for %s: 404", peer, request.path)
+        return
+    headers = [
+        ("Content-Type", "text/html; charset=utf-8"),
+        ("Cache-Control", "no-store"),
+    ]
+    await request.reject(200, extra_headers=headers, body=DEMO_PAGE.encode())
+    logger.info("%s: served the demo page", peer)
+
+
+def _peer(endpoint: Endpoint | str) -> str:
+    if isinstance(endpoint, str):
+        return endpoint
+    address = endpoint.address
+    host = f"[{address}]" if address.version == 6 else str(address)
+    return f"{host}:{endpoint.port}"
+
+
+class _Member:
+    """A chat client's outbox and whether it fell too far behind."""
+
+    def __init__(self, outbox: trio.MemorySendChannel[Message]) -> None:
+        self.outbox = outbox
+        self.too_slow = False
+        self.delivering = trio.CancelScope()
+
+
+class ChatRoom:
+    """Every message from a member goes to every member, sender included.
+
+    Each member has an outbox of ``outbox_size`` messages, emptied by its own
+    task. Publishing never waits: a member whose outbox is full is
+    disconnected at once: a send in progress is abandoned (which aborts the
+    connection) or, if none is, the client gets close code 1008. One slow
+    client never holds up the others.
+    """
+
+    def __init__(self, outbox_size: int = OUTBOX_SIZE) -> None:
+        self._outbox_size = outbox_size
+        self._members: dict[WebSocketConnection, _Member] = {}
+
+    async def join(self, ws: WebSocketConnection) -> None:
+        """Relay ``ws``'s messages to the room until it leaves."""
+        outbox, inbox = trio.open_memory_channel[Message](self._outbox_size)
+        member = self._members[ws] = _Member(outbox)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._deliver, ws, member, inbox)
+                try:
+                    while True:
+                        self.publish(await ws.get_message())
+                except ConnectionClosed:
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._members.pop(ws, None)
+
+    def publish(self, message: Message) -> None:
+        """Put ``message`` in every member's outbox, dropping slow members."""
+        for ws, member in list(self._members.items()):
+            try:
+                member.outbox.send_nowait(message)
+            except trio.WouldBlock:
+                logger.info("%s: too slow, disconnecting", ws)
+                del self._members[ws]
+                member.too_slow = True
+                member.delivering.cancel()
+
+    @staticmethod
+    async def _deliver(
+        ws: WebSocketConnection,
+        member: _Member,
+        inbox: trio.MemoryReceiveChannel[Message],
+    ) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            with member.delivering:
+                async for message in inbox:
+                    await ws.send_message(message)
+            if member.too_slow:
+                await ws.aclose(*TOO_SLOW)
