@@ -19,7 +19,7 @@ async def talk(url: str, messages: list[str]) -> None:
         for message in messages:
             await connection.send_message(message)
             print(f"> {message}")
-            print(f"< {await connection.get_message()}")
+            print(f"< {await connection.get_message()!r}")
         await connection.ping()
         print("ping answered; closing")
     print(f"closed: {connection.closed}")

@@ -299,7 +299,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         if isinstance(message, str):
             send, payload = self._protocol.send_text, message.encode()
         elif isinstance(message, bytes | bytearray | memoryview):
-            send, payload = self._protocol.send_binary, message
+            send, payload = self._protocol.send_binary, _byte_view(message)
         else:
             raise ValueError(f"cannot send a message of type {type(message)!r}")
         async with self._message_lock:
@@ -338,7 +338,9 @@ class WebSocketConnection(trio.abc.AsyncResource):
         self, chunk: str | BytesLike, first: bool
     ) -> tuple[Callable[[BytesLike, bool], None], BytesLike]:
         text = isinstance(chunk, str)
-        payload = chunk.encode() if isinstance(chunk, str) else chunk
+        if not text and not isinstance(chunk, bytes | bytearray | memoryview):
+            raise ValueError(f"cannot send a fragment of type {type(chunk)!r}")
+        payload = chunk.encode() if isinstance(chunk, str) else _byte_view(chunk)
         if not first:
             if text != self._sending_text:
                 raise ValueError("all fragments of a message must be str, or all bytes")
@@ -478,6 +480,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
             raise
         if closing.cancelled_caught:
             self._close_timed_out = True
+            self._close_reason = CloseReason(_ABNORMAL, "closing handshake timed out")
             await self._abort()
 
     async def _start_closing(
@@ -558,13 +561,11 @@ class WebSocketConnection(trio.abc.AsyncResource):
         failure = self._protocol.parser_exc
         if failure is not None and not isinstance(failure, EOFError):
             logger.warning("%s: protocol error from the peer: %s", self, failure)
-        by = {True: "the peer", False: "us", None: "neither side"}[
-            self._protocol.close_rcvd_then_sent
-        ]
+        by = _closer(self._protocol)
+        text = f" ({reason.reason})" if reason.reason else ""
         logger.info(
-            "%s: closed by %s, %d %s %s", self, by, reason.code, reason.name,
-            reason.reason or "",
-        )  # fmt: skip
+            "%s: closed by %s, %d %s%s", self, by, reason.code, reason.name, text
+        )
 
     async def _read_once(self) -> bool:
         """Read and handle one chunk; return False once the stream ended."""
@@ -641,6 +642,33 @@ class WebSocketConnection(trio.abc.AsyncResource):
         elif self._protocol.state is not OPEN:
             self._close_reason = CloseReason(_ABNORMAL, None)
 
+    async def _send_framed(self, frame: bytes, payload_size: int) -> None:
+        """Send one whole message that was framed elsewhere.
+
+        :func:`~trio_websocket.broadcast` frames a message once and hands the
+        same bytes to many connections. ``frame`` must be a single final data
+        frame, unmasked and without extension bits: only a server-side
+        connection that negotiated no extension may receive it. Waits its
+        turn behind other senders, like :meth:`send_message`, and counts as
+        one message of ``payload_size`` bytes in :attr:`stats`.
+        """
+        assert self.is_server and not self._protocol.extensions
+        async with self._message_lock, self._write_lock:
+            self._check_can_send()
+            self._protocol.writes.append(frame)  # as if the engine framed it
+            await self._write_pending()
+        self._counters.messages_sent += 1
+        self._counters.bytes_sent += payload_size
+
+
+def _closer(protocol: Protocol) -> str:
+    """Who started the closing handshake: "us", "the peer" or "neither side"."""
+    if protocol.close_rcvd_then_sent is not None:
+        return "the peer" if protocol.close_rcvd_then_sent else "us"
+    if protocol.close_sent is not None:  # we failed the connection, or no answer
+        return "us"
+    return "neither side" if protocol.close_rcvd is None else "the peer"
+
 
 def _is_normal(reason: CloseReason | None) -> bool:
     return reason is not None and reason.code in OK_CLOSE_CODES
@@ -653,6 +681,21 @@ def _check_close(code: int, reason: str | None) -> None:
         raise ValueError(f"cannot close with code {code}: {exc}") from None
     if len((reason or "").encode()) > 123:
         raise ValueError("a close reason may be at most 123 bytes of UTF-8")
+
+
+def _byte_view(data: BytesLike) -> BytesLike:
+    """``data`` as a buffer whose ``len()`` is its size in bytes.
+
+    Frame headers are built from ``len()``, which for a memoryview counts
+    items (e.g. 4-byte ints), not bytes; a strided view cannot be framed
+    at all without a copy.
+    """
+    if isinstance(data, memoryview):
+        if not data.c_contiguous:
+            return data.tobytes()
+        if data.format != "B" or data.ndim != 1:
+            return data.cast("B")
+    return data
 
 
 async def _aiter(chunks: Chunks) -> AsyncIterator[str | BytesLike]:

@@ -138,5 +138,8 @@ def listener_endpoint(listener: trio.abc.Listener[trio.abc.Stream]) -> Endpoint 
         else listener
     )
     if isinstance(transport, trio.SocketListener):
-        return _socket_endpoint(transport.socket, is_ssl, remote=False)
+        try:
+            return _socket_endpoint(transport.socket, is_ssl, remote=False)
+        except OSError:
+            return "(closed listener)"
     return repr(listener)
