@@ -6,11 +6,10 @@ This is what the README's first command runs: no second terminal needed.
 from __future__ import annotations
 
 import trio
-
-from trio_websocket import serve_websocket
-
 from client import talk  # type: ignore[import-not-found,unused-ignore]
 from echo_server import echo  # type: ignore[import-not-found,unused-ignore]
+
+from trio_websocket import serve_websocket
 
 
 async def demo() -> None:

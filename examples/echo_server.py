@@ -7,6 +7,7 @@ Run it with ``python examples/echo_server.py`` and talk to it with
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 
 import trio
@@ -36,10 +37,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logger.info("echo server on ws://%s:%d/", args.host, args.port)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         trio.run(serve_websocket, echo, args.host, args.port, None)
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

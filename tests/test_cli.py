@@ -27,9 +27,9 @@ import pytest
 import trio
 import trio.testing
 import trustme
+from conftest import server_url
 from websockets.server import ServerProtocol
 
-from tests.conftest import server_url
 from trio_websocket import (
     ConnectionClosed,
     WebSocketConnection,

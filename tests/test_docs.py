@@ -178,6 +178,10 @@ EXPECTED: dict[str, tuple[bool, Callable[[Any], None]]] = {
     ),
     "reverse_proxy": (False, equals("203.0.113.7")),
     "compat012": (False, equals("hello world!")),
+    "reconnect": (
+        True,
+        equals(["(dropped; reconnecting)"] * 2 + ["101.5", "101.7", "101.6"]),
+    ),
 }
 
 

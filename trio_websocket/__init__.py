@@ -6,7 +6,10 @@ the sans-I/O protocol engine of the ``websockets`` package. Start with
 server.
 """
 
+from ._admission import Admission
+from ._broadcast import BroadcastResult, broadcast
 from ._client import (
+    USER_AGENT,
     connect_websocket,
     connect_websocket_url,
     open_websocket,
@@ -21,9 +24,13 @@ from ._errors import (
     ConnectionTimeout,
     DisconnectionTimeout,
     HandshakeError,
+    ProxyError,
+    RedirectError,
 )
 from ._pair import open_websocket_pair
+from ._reconnect import ReconnectingWebSocket, reconnecting_websocket_url
 from ._request import WebSocketRequest, wrap_server_stream
+from ._routing import Router, static_response
 from ._server import WebSocketServer, serve_websocket
 from ._settings import (
     CONN_TIMEOUT,
@@ -42,6 +49,9 @@ __all__ = [
     "MAX_MESSAGE_SIZE",
     "MESSAGE_QUEUE_SIZE",
     "RECEIVE_BYTES",
+    "USER_AGENT",
+    "Admission",
+    "BroadcastResult",
     "CloseReason",
     "ConnectionClosed",
     "ConnectionOptions",
@@ -51,17 +61,24 @@ __all__ = [
     "DisconnectionTimeout",
     "Endpoint",
     "HandshakeError",
+    "ProxyError",
+    "ReconnectingWebSocket",
+    "RedirectError",
+    "Router",
     "WebSocketConnection",
     "WebSocketRequest",
     "WebSocketServer",
     "WebSocketStream",
     "__version__",
+    "broadcast",
     "connect_websocket",
     "connect_websocket_url",
     "open_websocket",
     "open_websocket_pair",
     "open_websocket_url",
+    "reconnecting_websocket_url",
     "serve_websocket",
+    "static_response",
     "wrap_client_stream",
     "wrap_server_stream",
 ]

@@ -203,21 +203,21 @@ async def open_websocket_url(
     from TLS to plain ``ws://`` (:exc:`RedirectError`). ``connect_timeout``
     bounds all of it.
     """
-    settings = Settings(
+    connect = _url_connector(
+        url,
+        ssl_context,
+        subprotocols=subprotocols,
+        extra_headers=extra_headers,
         message_queue_size=message_queue_size,
         max_message_size=max_message_size,
         receive_buffer_size=receive_buffer_size,
         disconnect_timeout=disconnect_timeout,
+        proxy=proxy,
+        max_redirects=max_redirects,
+        origin=origin,
+        user_agent=user_agent,
         **options,
     )
-    parse_url(url)  # refuse a bad URL before connecting
-    request = _Request.build(subprotocols, extra_headers, origin, user_agent)
-
-    async def connect(nursery: trio.Nursery) -> WebSocketConnection:
-        return await _connect_url(
-            nursery, str(url), ssl_context, request, proxy, max_redirects, settings
-        )
-
     async with _connection_scope(connect, connect_timeout) as connection:
         yield connection
 
@@ -278,16 +278,21 @@ async def connect_websocket_url(
     User info, redirects, ``proxy``, ``origin`` and ``user_agent`` work as in
     :func:`open_websocket_url`.
     """
-    settings = Settings(
+    connect = _url_connector(
+        url,
+        ssl_context,
+        subprotocols=subprotocols,
+        extra_headers=extra_headers,
         message_queue_size=message_queue_size,
         max_message_size=max_message_size,
         receive_buffer_size=receive_buffer_size,
+        proxy=proxy,
+        max_redirects=max_redirects,
+        origin=origin,
+        user_agent=user_agent,
         **options,
     )
-    request = _Request.build(subprotocols, extra_headers, origin, user_agent)
-    return await _connect_url(
-        nursery, str(url), ssl_context, request, proxy, max_redirects, settings
-    )
+    return await connect(nursery)
 
 
 async def wrap_client_stream(
@@ -321,9 +326,53 @@ async def wrap_client_stream(
     return await _handshake(nursery, stream, host, resource, request, settings)
 
 
+Connector = Callable[[trio.Nursery], Awaitable[WebSocketConnection]]
+
+
+def _url_connector(
+    url: object,
+    ssl_context: ssl.SSLContext | None = None,
+    *,
+    subprotocols: Sequence[str] | None = None,
+    extra_headers: HeaderPairs | None = None,
+    message_queue_size: float = MESSAGE_QUEUE_SIZE,
+    max_message_size: float = MAX_MESSAGE_SIZE,
+    receive_buffer_size: int | None = RECEIVE_BYTES,
+    disconnect_timeout: float = CONN_TIMEOUT,
+    proxy: ProxySetting = None,
+    max_redirects: int = MAX_REDIRECTS,
+    origin: str | None = None,
+    user_agent: str | None = USER_AGENT,
+    **options: Unpack[ConnectionOptions],
+) -> Connector:
+    """Check a URL and the client options now; return what connects to it.
+
+    The returned function opens a new connection each time it is called,
+    with its reader in the given nursery (reconnecting clients call it
+    again and again).
+    """
+    parse_url(url)  # refuse a bad URL before connecting
+    settings = Settings(
+        message_queue_size=message_queue_size,
+        max_message_size=max_message_size,
+        receive_buffer_size=receive_buffer_size,
+        disconnect_timeout=disconnect_timeout,
+        **options,
+    )
+    request = _Request.build(subprotocols, extra_headers, origin, user_agent)
+    address = str(url)
+
+    async def connect(nursery: trio.Nursery) -> WebSocketConnection:
+        return await _connect_url(
+            nursery, address, ssl_context, request, proxy, max_redirects, settings
+        )
+
+    return connect
+
+
 @asynccontextmanager
 async def _connection_scope(
-    connect: Callable[[trio.Nursery], Awaitable[WebSocketConnection]],
+    connect: Connector,
     connect_timeout: float,
 ) -> AsyncIterator[WebSocketConnection]:
     """Own a connection and its background tasks for an ``async with``."""
@@ -452,7 +501,14 @@ async def _handshake(
         upgrade.headers["Host"] = host
         request.add_headers(upgrade.headers)
         protocol.send_request(upgrade)
-        await send_pending(stream, protocol)
+        try:
+            await send_pending(stream, protocol)
+        except trio.BrokenResourceError as exc:
+            # Lost (e.g. reset) before the request went out: like a loss
+            # while reading the response, a HandshakeError.
+            raise HandshakeError(f"connection lost during the handshake: {exc}") from (
+                exc.__cause__ or exc
+            )
         response, *early_frames = await receive_handshake(
             stream, protocol, settings.receive_buffer_size
         )

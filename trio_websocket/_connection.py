@@ -22,7 +22,13 @@ import logging
 import math
 import random
 import struct
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Iterator,
+)
 from typing import TYPE_CHECKING, cast
 
 import trio
@@ -224,7 +230,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
             return "".join(cast("list[str]", parts))
         return b"".join(cast("list[bytes]", parts))
 
-    async def get_fragments(self) -> AsyncIterator[Message]:
+    def get_fragments(self) -> AsyncIterator[Message]:
         """Iterate over the next message fragment by fragment, as it arrives.
 
         Yields ``str`` pieces for a text message and ``bytes`` for binary; a
@@ -233,17 +239,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         math.inf`` a message of any size can be processed. If you stop
         early, the rest of the message is skipped.
         """
-        await trio.lowlevel.checkpoint_if_cancelled()
-        item = await self._next_item(start=True)
-        if not isinstance(item, Fragment):
-            yield item
-            return
-        yield item.data
-        while not item.last:
-            item = cast(Fragment, await self._next_item(start=False))
-            if item.data:  # e.g. the empty final frame of send_fragments()
-                yield item.data
-        self._mid_message = False
+        return _Fragments(self)
 
     async def _next_item(self, *, start: bool) -> Message | Fragment:
         if start:
@@ -269,17 +265,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         Ends quietly after a normal close (1000, 1001, or no status) and
         after a local close; raises :exc:`ConnectionClosed` otherwise.
         """
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[Message]:
-        while True:
-            try:
-                message = await self.get_message()
-            except ConnectionClosed as closed:
-                if self._closing_locally or _is_normal(closed.reason):
-                    return
-                raise
-            yield message
+        return _Messages(self)
 
     # -- Sending ------------------------------------------------------------
 
@@ -422,7 +408,13 @@ class WebSocketConnection(trio.abc.AsyncResource):
             self._protocol.extensions = extensions
 
     def _check_can_send(self) -> None:
-        if self._closing_locally or self._protocol.state is not OPEN:
+        # A known close reason with the engine still OPEN means we aborted or
+        # are failing the connection (e.g. a cancelled send_fragments()).
+        if (
+            self._closing_locally
+            or self._close_reason is not None
+            or self._protocol.state is not OPEN
+        ):
             raise ConnectionClosed(self._close_reason)
 
     async def _write_pending(self) -> None:
@@ -670,6 +662,61 @@ def _closer(protocol: Protocol) -> str:
     return "neither side" if protocol.close_rcvd is None else "the peer"
 
 
+# The iterators below are classes rather than async generators: a consumer
+# may stop early (``break``), and an async generator left unfinished makes
+# Trio warn (ResourceWarning) when it is garbage collected. There is nothing
+# to clean up: the next receive skips what is left of a message.
+
+
+class _Messages:
+    """``async for message in connection``."""
+
+    def __init__(self, connection: WebSocketConnection) -> None:
+        self._connection = connection
+
+    def __aiter__(self) -> _Messages:
+        return self
+
+    async def __anext__(self) -> Message:
+        try:
+            return await self._connection.get_message()
+        except ConnectionClosed as closed:
+            if self._connection._closing_locally or _is_normal(closed.reason):
+                raise StopAsyncIteration from None
+            raise
+
+    async def aclose(self) -> None:
+        """Stop iterating (for ``contextlib.aclosing``); nothing to release."""
+        await trio.lowlevel.checkpoint()
+
+
+class _Fragments(_Messages):
+    """``connection.get_fragments()``: the pieces of the next message."""
+
+    def __init__(self, connection: WebSocketConnection) -> None:
+        super().__init__(connection)
+        self._started = False
+        self._done = False
+
+    async def __anext__(self) -> Message:
+        connection = self._connection
+        if not self._started:
+            self._started = True
+            await trio.lowlevel.checkpoint_if_cancelled()
+            item = await connection._next_item(start=True)
+            if not isinstance(item, Fragment):
+                self._done = True
+                return item
+            self._done = item.last
+            return item.data
+        while not self._done:
+            item = cast(Fragment, await connection._next_item(start=False))
+            self._done = item.last
+            if item.data:  # not e.g. the empty final frame of send_fragments()
+                return item.data
+        raise StopAsyncIteration
+
+
 def _is_normal(reason: CloseReason | None) -> bool:
     return reason is not None and reason.code in OK_CLOSE_CODES
 
@@ -698,10 +745,25 @@ def _byte_view(data: BytesLike) -> BytesLike:
     return data
 
 
-async def _aiter(chunks: Chunks) -> AsyncIterator[str | BytesLike]:
+def _aiter(chunks: Chunks) -> AsyncIterator[str | BytesLike]:
+    # Not an async generator: send_fragments() may stop part-way (an error,
+    # a cancellation), and Trio warns about unfinished async generators.
     if isinstance(chunks, AsyncIterable):
-        async for chunk in chunks:
-            yield chunk
-    else:
-        for chunk in chunks:
-            yield chunk
+        return aiter(chunks)
+    return _SyncChunks(iter(chunks))
+
+
+class _SyncChunks:
+    """A synchronous iterable of chunks, iterated with ``async for``."""
+
+    def __init__(self, chunks: Iterator[str | BytesLike]) -> None:
+        self._chunks = chunks
+
+    def __aiter__(self) -> _SyncChunks:
+        return self
+
+    async def __anext__(self) -> str | BytesLike:
+        try:
+            return next(self._chunks)
+        except StopIteration:
+            raise StopAsyncIteration from None

@@ -147,3 +147,41 @@ class ConnectionRejected(HandshakeError):
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}<status_code={self.status_code}>"
+
+
+class ProxyError(HandshakeError):
+    """The proxy refused to open a tunnel to the WebSocket server.
+
+    Raised for an HTTP ``CONNECT`` answer other than 2xx (``status_code`` is
+    then its status, for example 407 when the proxy wants credentials or
+    rejects the ones given) and for a SOCKS5 refusal or authentication
+    failure (``status_code`` is ``None``). A proxy that cannot be reached at
+    all raises :exc:`OSError`, as a server that cannot be reached does.
+    """
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message, status_code)
+        self.message = message
+        self.status_code = status_code
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class RedirectError(HandshakeError):
+    """A redirect could not be followed.
+
+    Raised when the server redirects from ``wss://`` to ``ws://`` (a
+    downgrade, never followed), to a URL that is not ``ws``, ``wss``,
+    ``http`` or ``https``, or once more than ``max_redirects`` redirects
+    were followed (a loop). ``url`` is the rejected target and
+    ``__cause__`` the :exc:`ConnectionRejected` that carried it.
+    """
+
+    def __init__(self, message: str, url: str) -> None:
+        super().__init__(message, url)
+        self.message = message
+        self.url = url
+
+    def __str__(self) -> str:
+        return self.message

@@ -58,6 +58,11 @@ async def open_websocket_pair(
         try:
             yield client, server
         finally:
+            # Both at once: each close discards its side's unread messages,
+            # which lets that side's reader take the other's close frame.
+            # One after the other, a full queue on the second side would
+            # hold the first close for the whole disconnect timeout.
             with trio.CancelScope(shield=True):
-                await client.aclose()
-                await server.aclose()
+                async with trio.open_nursery() as closing:
+                    closing.start_soon(client.aclose)
+                    closing.start_soon(server.aclose)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import http
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import trio
@@ -14,6 +14,7 @@ from websockets.protocol import Event
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
+from ._admission import HeadTooLarge, limit_head
 from ._connection import WebSocketConnection
 from ._errors import CloseReason, ConnectionClosed, HandshakeError
 from ._handshake import (
@@ -69,6 +70,9 @@ class WebSocketRequest:
         self._settings = settings
         self._answered = False
         self._connection: WebSocketConnection | None = None
+        self._path_params: dict[str, str] = {}
+        # Told about the connection once accepted (a server tracks them).
+        self._on_accept: Callable[[WebSocketConnection], None] | None = None
 
     @property
     def headers(self) -> list[tuple[bytes, bytes]]:
@@ -93,6 +97,15 @@ class WebSocketRequest:
     def path(self) -> str:
         """The request target: the path and the query string."""
         return self._request.path
+
+    @property
+    def path_params(self) -> dict[str, str]:
+        """Values a :class:`Router` took from the path: ``{"name": ...}``.
+
+        Empty unless the request was dispatched by a route with parameters
+        such as ``"/feed/{name}"``.
+        """
+        return self._path_params
 
     @property
     def proposed_subprotocols(self) -> tuple[str, ...]:
@@ -149,6 +162,8 @@ class WebSocketRequest:
             handshake_headers=header_pairs(self._request.headers),
         )
         self._connection._start(self._nursery, self._early_frames)
+        if self._on_accept is not None:
+            self._on_accept(self._connection)
         return self._connection
 
     async def reject(
@@ -166,13 +181,9 @@ class WebSocketRequest:
         self._check_unanswered()
         if not 200 <= status_code <= 599:
             raise ValueError(f"cannot reject with HTTP status {status_code}")
-        body = body or b""
-        headers = Headers([("Connection", "close"), ("Content-Length", str(len(body)))])
-        add_extra_headers(headers, extra_headers)
+        response = _http_response(status_code, extra_headers, body or b"")
         self._answered = True
-        self._protocol.send_response(
-            Response(status_code, _reason_phrase(status_code), headers, body)
-        )
+        self._protocol.send_response(response)
         await _send_and_close(self._stream, self._protocol)
 
     def _check_unanswered(self) -> None:
@@ -210,6 +221,8 @@ async def read_request(
     settings: Settings,
     *,
     plain_http: bool = False,
+    max_request_line: int | None = None,
+    max_header_size: int | None = None,
 ) -> WebSocketRequest:
     """Read a client's handshake request from ``stream``.
 
@@ -217,7 +230,9 @@ async def read_request(
     error (400, 405, 414, 426, 431 or 505), the stream is closed and
     :exc:`HandshakeError` is raised. With ``plain_http``, a request that does
     not ask for an upgrade at all is returned instead, for the application
-    to answer with :meth:`WebSocketRequest.reject`.
+    to answer with :meth:`WebSocketRequest.reject`. A request line longer
+    than ``max_request_line`` bytes gets 414, header lines totalling more
+    than ``max_header_size`` bytes get 431.
     """
     protocol = ServerProtocol(
         extensions=settings.server_extensions(),
@@ -226,8 +241,14 @@ async def read_request(
     )
     try:
         request, *early_frames = await receive_handshake(
-            stream, protocol, settings.receive_buffer_size
+            limit_head(stream, max_request_line, max_header_size),
+            protocol,
+            settings.receive_buffer_size,
         )
+    except HeadTooLarge as exc:
+        protocol.send_response(protocol.reject(exc.status_code, f"{exc}\n"))
+        await _refuse_unreadable(stream, protocol)
+        raise
     except HandshakeError:
         await _refuse_unreadable(stream, protocol)
         raise
@@ -242,6 +263,30 @@ async def read_request(
     return WebSocketRequest(
         nursery, stream, protocol, request, response, early_frames, settings
     )
+
+
+async def refuse_stream(
+    stream: trio.abc.Stream,
+    status_code: int,
+    *,
+    extra_headers: HeaderPairs | None = None,
+    body: bytes = b"",
+) -> None:
+    """Answer a client with an HTTP error without reading its request.
+
+    For refusals decided before the request arrives (the server is full);
+    the response says ``Connection: close`` and the stream is closed.
+    """
+    response = _http_response(status_code, extra_headers, body)
+    await _linger_close(stream, response.serialize())
+
+
+def _http_response(
+    status_code: int, extra_headers: HeaderPairs | None, body: bytes
+) -> Response:
+    headers = Headers([("Connection", "close"), ("Content-Length", str(len(body)))])
+    add_extra_headers(headers, extra_headers)
+    return Response(status_code, _reason_phrase(status_code), headers, body)
 
 
 async def _refuse_unreadable(stream: trio.abc.Stream, protocol: ServerProtocol) -> None:

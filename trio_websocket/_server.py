@@ -6,12 +6,14 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ._admission import Admission, Gate, Refusal
+from ._connection import WebSocketConnection, _check_close
 from ._errors import ConnectionClosed, HandshakeError
-from ._request import WebSocketRequest, read_request
+from ._request import WebSocketRequest, read_request, refuse_stream
 from ._settings import (
     CONN_TIMEOUT,
     MAX_MESSAGE_SIZE,
@@ -20,7 +22,7 @@ from ._settings import (
     ConnectionOptions,
     Settings,
 )
-from ._url import Endpoint, listener_endpoint
+from ._url import Endpoint, listener_endpoint, stream_endpoint
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -44,17 +46,21 @@ async def serve_websocket(
     connect_timeout: float = CONN_TIMEOUT,
     disconnect_timeout: float = CONN_TIMEOUT,
     http_handler: Handler | None = None,
+    admission: Admission | None = None,
     task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED,
     **options: Unpack[ConnectionOptions],
-) -> NoReturn:
-    """Listen on TCP (TLS when ``ssl_context`` is given) and serve forever.
+) -> None:
+    """Listen on TCP (TLS when ``ssl_context`` is given) and serve.
 
     ``handler(request)`` is called once per client, after its handshake
     request has arrived. ``port=0`` picks a free port; ``host=None`` listens
     on every interface. Use ``server = await nursery.start(serve_websocket,
     ...)`` to get the :class:`WebSocketServer` once it is listening.
-    ``http_handler``, if given, answers plain HTTP requests on the same port
-    (see :class:`WebSocketServer`).
+    ``http_handler``, if given, answers plain HTTP requests on the same port,
+    and ``admission`` decides who may connect (see :class:`WebSocketServer`).
+
+    Serves until cancelled, or until ``await server.aclose()`` has shut the
+    server down gracefully; then it returns.
     """
     listeners: Sequence[AnyListener]
     if ssl_context is None:
@@ -73,6 +79,7 @@ async def serve_websocket(
         connect_timeout=connect_timeout,
         disconnect_timeout=disconnect_timeout,
         http_handler=http_handler,
+        admission=admission,
         **options,
     )
     await server.run(task_status=task_status)
@@ -93,6 +100,13 @@ class WebSocketServer:
     ``await request.reject(200, extra_headers=..., body=...)``. If it
     returns without answering, the client gets 404. Without it, such
     requests get 426 Upgrade Required.
+
+    ``admission``, an :class:`Admission` policy, refuses clients before any
+    handler runs: by ``Origin``, credentials, concurrent connections,
+    handshakes per address, and request size.
+
+    ``await server.aclose()`` shuts the server down gracefully;
+    ``server.connections`` lists the open connections.
     """
 
     def __init__(
@@ -107,6 +121,7 @@ class WebSocketServer:
         connect_timeout: float = CONN_TIMEOUT,
         disconnect_timeout: float = CONN_TIMEOUT,
         http_handler: Handler | None = None,
+        admission: Admission | None = None,
         **options: Unpack[ConnectionOptions],
     ) -> None:
         if not listeners:
@@ -123,6 +138,22 @@ class WebSocketServer:
             disconnect_timeout=disconnect_timeout,
             **options,
         )
+        self._gate = Gate(admission or Admission())
+        self._clients: dict[_Client, None] = {}  # in order of arrival
+        self._client_left = trio.Event()
+        self._closing: tuple[int, str | None] | None = None
+        self._accepting: trio.CancelScope | None = None
+        self._accepting_stopped = trio.Event()
+        self._closed = trio.Event()
+
+    @property
+    def connections(self) -> list[WebSocketConnection]:
+        """The open WebSocket connections, oldest first."""
+        return [
+            client.connection
+            for client in self._clients
+            if client.connection is not None and client.connection.closed is None
+        ]
 
     @property
     def listeners(self) -> list[Endpoint | str]:
@@ -153,34 +184,173 @@ class WebSocketServer:
         self,
         *,
         task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED,
-    ) -> NoReturn:
-        """Serve until cancelled; ``task_status.started`` gets the server."""
-        async with trio.open_nursery() as nursery:
-            serve = partial(
-                trio.serve_listeners,
-                self._serve_client,
-                self._listeners,
-                handler_nursery=self._handler_nursery,
-            )
-            await nursery.start(serve)
-            task_status.started(self)
-        raise AssertionError("serve_listeners never returns")  # pragma: no cover
+    ) -> None:
+        """Serve until cancelled or shut down; ``task_status.started`` gets the server.
+
+        After :meth:`aclose`, returns once every client task has ended.
+        """
+        if self._closing is not None:
+            raise RuntimeError("this server has been shut down")
+        async with trio.open_nursery() as clients:
+            await self._accept(self._handler_nursery or clients, task_status)
+
+    async def _accept(
+        self,
+        handler_nursery: trio.Nursery,
+        task_status: trio.TaskStatus[WebSocketServer],
+    ) -> None:
+        """Accept clients until :meth:`aclose` cancels this."""
+        try:
+            async with trio.open_nursery() as accepting:
+                self._accepting = accepting.cancel_scope
+                serve = partial(
+                    trio.serve_listeners,
+                    self._serve_client,
+                    self._listeners,
+                    handler_nursery=handler_nursery,
+                )
+                await accepting.start(serve)
+                task_status.started(self)
+        finally:
+            self._accepting_stopped.set()
+
+    # -- Graceful shutdown ------------------------------------------------------
+
+    async def aclose(
+        self,
+        code: int = 1001,
+        reason: str | None = "server shutting down",
+        *,
+        grace_period: float | None = None,
+    ) -> None:
+        """Shut the server down gracefully; idempotent.
+
+        1. Stop accepting: the listeners are closed, so new clients are
+           refused by the operating system; a client whose request arrives
+           from now on gets HTTP 503.
+        2. Close every open connection with ``code`` and ``reason`` (a
+           connection its handler accepts from now on is closed the same
+           way).
+        3. Wait up to ``grace_period`` seconds (default: the server's
+           ``disconnect_timeout``) for the closing handshakes and the
+           handlers to finish.
+        4. Cancel every client task still running, handlers included.
+
+        Then ``run`` (and ``serve_websocket``) return. Called from a
+        handler, it does not wait for or cancel that handler.
+        """
+        if self._closing is not None:
+            await self._closed.wait()
+            return
+        _check_close(code, reason)
+        self._closing = (code, reason)
+        try:
+            await self._stop_accepting()
+            for client in list(self._clients):
+                self._close_client(client)
+            if grace_period is None:
+                grace_period = self._settings.disconnect_timeout
+            await self._end_clients(grace_period)
+        finally:
+            self._closed.set()
+
+    async def _end_clients(self, grace_period: float) -> None:
+        """Let clients finish for ``grace_period`` seconds, then cancel them."""
+        with trio.move_on_after(grace_period):
+            await self._wait_for_clients()
+        me = trio.lowlevel.current_task()
+        for client in self._clients:
+            if client.task is not me:
+                client.scope.cancel()
+        await self._wait_for_clients()
+
+    async def _stop_accepting(self) -> None:
+        if self._accepting is not None:
+            self._accepting.cancel()
+            await self._accepting_stopped.wait()
+        for listener in self._listeners:
+            await trio.aclose_forcefully(listener)
+
+    def _close_client(self, client: _Client) -> None:
+        """Start closing the client's connection, if it has an open one."""
+        connection, nursery = client.connection, client.nursery
+        if connection is None or nursery is None or self._closing is None:
+            return
+        if connection.closed is None:
+            nursery.start_soon(connection.aclose, *self._closing)
+
+    def _accepted(self, client: _Client, connection: WebSocketConnection) -> None:
+        """Called by ``request.accept()``: track the connection."""
+        client.connection = connection
+        self._close_client(client)  # accepted after shutdown began
+
+    async def _wait_for_clients(self) -> None:
+        """Wait until every client task but the caller's own has ended."""
+        me = trio.lowlevel.current_task()
+        while any(client.task is not me for client in self._clients):
+            self._client_left = trio.Event()
+            await self._client_left.wait()
+
+    # -- Serving one client -----------------------------------------------------
 
     async def _serve_client(self, stream: trio.abc.Stream) -> None:
         """Everything one client gets; never lets an error reach the server."""
+        client = _Client()
+        self._clients[client] = None
         try:
-            async with trio.open_nursery() as nursery:
-                request = await self._receive_request(nursery, stream)
-                if request is not None:
-                    await self._run_handler(request)
+            with client.scope:
+                await self._serve(client, stream)
         except Exception:
             logger.exception("unexpected error while serving a client")
         finally:
+            del self._clients[client]
+            self._client_left.set()
             await trio.aclose_forcefully(stream)
+
+    async def _serve(self, client: _Client, stream: trio.abc.Stream) -> None:
+        remote = stream_endpoint(stream, remote=True)
+        with self._gate.connection(remote) as refusal:
+            if refusal is not None:
+                await _refuse(stream, remote, refusal)
+                return
+            try:
+                async with trio.open_nursery() as nursery:
+                    client.nursery = nursery
+                    request = await self._admit(nursery, stream, remote)
+                    if request is not None:
+                        request._on_accept = partial(self._accepted, client)
+                        await self._run_handler(request)
+            finally:
+                client.nursery = None
+
+    async def _admit(
+        self, nursery: trio.Nursery, stream: trio.abc.Stream, remote: Endpoint | str
+    ) -> WebSocketRequest | None:
+        """Read the request and check it; None if the client was refused."""
+        with self._gate.handshake(remote):
+            request = await self._receive_request(nursery, stream)
+        if request is None:
+            return None
+        refusal = self._refusal(request)
+        if refusal is None:
+            return request
+        _log_refusal(remote, refusal)
+        await request.reject(
+            refusal.status_code, extra_headers=refusal.headers, body=refusal.body
+        )
+        return None
+
+    def _refusal(self, request: WebSocketRequest) -> Refusal | None:
+        if self._closing is not None:
+            return Refusal(503, body=b"The server is shutting down.\n")
+        if request.is_upgrade:
+            return self._gate.refuse_request(request)
+        return None
 
     async def _receive_request(
         self, nursery: trio.Nursery, stream: trio.abc.Stream
     ) -> WebSocketRequest | None:
+        admission = self._gate.admission
         with trio.move_on_after(self._connect_timeout):
             try:
                 return await read_request(
@@ -188,6 +358,8 @@ class WebSocketServer:
                     stream,
                     self._settings,
                     plain_http=self._http_handler is not None,
+                    max_request_line=admission.max_request_line,
+                    max_header_size=admission.max_header_size,
                 )
             except (HandshakeError, trio.BrokenResourceError) as exc:
                 logger.debug("refused a client: %s", exc)
@@ -209,3 +381,30 @@ class WebSocketServer:
             failed = True
             logger.exception("handler for %s failed", request.path)
         await request._conclude(failed)
+
+
+class _Client:
+    """What a server tracks about one client's task."""
+
+    __slots__ = ("connection", "nursery", "scope", "task")
+
+    def __init__(self) -> None:
+        self.task = trio.lowlevel.current_task()
+        self.scope = trio.CancelScope()
+        # The nursery of the client's connection, while it runs.
+        self.nursery: trio.Nursery | None = None
+        self.connection: WebSocketConnection | None = None
+
+
+def _log_refusal(remote: Endpoint | str, refusal: Refusal) -> None:
+    logger.info("refused a client from %s: HTTP %d", remote, refusal.status_code)
+
+
+async def _refuse(
+    stream: trio.abc.Stream, remote: Endpoint | str, refusal: Refusal
+) -> None:
+    """Refuse a client before reading its request."""
+    _log_refusal(remote, refusal)
+    await refuse_stream(
+        stream, refusal.status_code, extra_headers=refusal.headers, body=refusal.body
+    )

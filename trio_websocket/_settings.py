@@ -30,9 +30,9 @@ RECEIVE_BYTES = 4 * 2**10
 MESSAGE_QUEUE_BYTES = 0
 
 # permessage-deflate tuned for memory: a 4 KiB window (12 bits) each way and
-# zlib memLevel 5 cost about 20 KiB of compressor state per connection
-# instead of about 260 KiB with zlib's defaults, for a ratio within a few
-# percent on typical JSON messages.
+# zlib memLevel 5 cost about 49 KiB of zlib state per connection instead of
+# about 300 KiB with zlib's defaults, for a ratio within a few percent on
+# typical JSON messages (measurements in docs/compression.rst).
 _WINDOW_BITS = 12
 _COMPRESS_SETTINGS = {"memLevel": 5}
 
@@ -100,14 +100,16 @@ class Settings:
         """The message and fragment limits in the engine's terms.
 
         Our own check of ``max_message_size`` is exact and happens after
-        decompression; the engine's is on the wire, where deflate may add a
-        few bytes to incompressible data, so it gets some slack.
+        decompression; the engine's is on the wire, where deflate adds to
+        incompressible data 5 bytes per block, and a peer's compressor with a
+        small memLevel makes small blocks (128 bytes at memLevel 1), so it
+        gets zlib's conservative deflateBound() as slack.
         """
         if self.max_message_size == math.inf:
             return None, self.max_fragment_size
         limit = int(self.max_message_size)
         if self.compression is not None:
-            limit += 64 + limit // 1024
+            limit += limit // 8 + limit // 64 + 64
         return limit, self.max_fragment_size
 
     def client_extensions(self) -> list[ClientPerMessageDeflateFactory] | None:

@@ -7,6 +7,8 @@ messages received (binary, or text as UTF-8) are read back as bytes.
 
 from __future__ import annotations
 
+import operator
+
 import trio
 
 from ._connection import WebSocketConnection
@@ -40,6 +42,8 @@ class WebSocketStream(trio.abc.HalfCloseableStream):
         """Send ``data`` as one binary message."""
         if self._sending:
             raise trio.BusyResourceError("another task is sending on this stream")
+        if self.connection._closing_locally:
+            raise trio.ClosedResourceError("the stream was closed")
         if self._eof_sent:
             raise trio.ClosedResourceError("send_eof() was called")
         self._sending = True
@@ -56,6 +60,8 @@ class WebSocketStream(trio.abc.HalfCloseableStream):
     async def wait_send_all_might_not_block(self) -> None:
         """Return at once: a WebSocket send queues nothing of its own."""
         await trio.lowlevel.checkpoint()
+        if self.connection._closing_locally:
+            raise trio.ClosedResourceError("the stream was closed")
 
     async def send_eof(self) -> None:
         """Send a close frame; keep reading what the peer already sent."""
@@ -64,17 +70,27 @@ class WebSocketStream(trio.abc.HalfCloseableStream):
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         """Return the next bytes received, or ``b""`` after a normal close."""
+        if max_bytes is not None:
+            max_bytes = operator.index(max_bytes)  # TypeError for 1.5
+            if max_bytes < 1:
+                raise ValueError("max_bytes must be at least 1")
         if self._receiving:
             raise trio.BusyResourceError("another task is receiving on this stream")
         self._receiving = True
         try:
+            # Always a checkpoint, as the stream contract asks, even when
+            # the data is already here.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            if self.connection._closing_locally:
+                raise trio.ClosedResourceError("the stream was closed")
             while not self._pending:
                 message = await self._next_message()
                 if message is None:
-                    return b""
+                    break  # end of stream: b""
                 self._pending = memoryview(message)
             size = len(self._pending) if max_bytes is None else max_bytes
             chunk, self._pending = self._pending[:size], self._pending[size:]
+            await trio.lowlevel.cancel_shielded_checkpoint()
             return bytes(chunk)
         finally:
             self._receiving = False

@@ -1,0 +1,93 @@
+"""Adapter for the ``trio_websocket`` API.
+
+Used for two peers: this repository (installed editable) and trio-websocket
+0.12.2 from PyPI. Both are imported as ``trio_websocket``; each runs in its own
+virtual environment, so the import picks the one installed there.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+import trio_websocket as tw
+
+from interface import MAX_MESSAGE_SIZE, Channel
+
+
+def _takes_compression(function: Callable[..., Any]) -> bool:
+    return "compression" in inspect.signature(function).parameters
+
+
+def _compression_kwargs(function: Callable[..., Any], on: bool) -> dict[str, Any]:
+    if not _takes_compression(function):
+        return {}
+    return {"compression": "deflate" if on else None}
+
+
+class TrioWebsocketPeer:
+    def __init__(self) -> None:
+        self.supports_compression = _takes_compression(
+            tw.open_websocket
+        ) and _takes_compression(tw.serve_websocket)
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "library": "trio_websocket",
+            "version": tw.__version__,
+            "path": tw.__file__,
+            "trio": trio.__version__,
+        }
+
+    @asynccontextmanager
+    async def connect(
+        self, host: str, port: int, *, compression: bool
+    ) -> AsyncIterator[Channel]:
+        kwargs = _compression_kwargs(tw.open_websocket, compression)
+        async with tw.open_websocket(
+            host,
+            port,
+            "/",
+            use_ssl=False,
+            max_message_size=MAX_MESSAGE_SIZE,
+            **kwargs,
+        ) as ws:
+            yield Channel(ws.send_message, ws.get_message)
+
+    async def serve(
+        self,
+        host: str,
+        *,
+        compression: bool,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        async def echo(request: tw.WebSocketRequest) -> None:
+            ws = await request.accept()
+            get, send = ws.get_message, ws.send_message
+            try:
+                while True:
+                    await send(await get())
+            except tw.ConnectionClosed:
+                pass
+
+        kwargs = _compression_kwargs(tw.serve_websocket, compression)
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                lambda task_status: tw.serve_websocket(
+                    echo,
+                    host,
+                    0,
+                    None,
+                    max_message_size=MAX_MESSAGE_SIZE,
+                    task_status=task_status,
+                    **kwargs,
+                )
+            )
+            task_status.started(server.port)
+
+
+def create() -> TrioWebsocketPeer:
+    return TrioWebsocketPeer()

@@ -1,0 +1,1 @@
+"""The runner's side of the benchmark suite (standard library only)."""

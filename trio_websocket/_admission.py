@@ -1,0 +1,304 @@
+"""Who may connect: origins, credentials, caps, and request size limits.
+
+A server checks every client against an :class:`Admission` policy before
+its handler runs; a client that fails a check gets a plain HTTP error
+response (with ``Content-Length`` and ``Connection: close``) and the handler
+is never called.
+
+The checks happen in this order:
+
+1. When the TCP connection arrives: the cap on concurrent connections
+   (503) and the cap on handshakes in progress from the client's IP
+   address (429). These are answered without reading the request.
+2. While the request is read: the request line and header size limits
+   (414 and 431).
+3. Once the request has arrived, for WebSocket upgrades only: the
+   ``Origin`` header (403), then basic auth (401). Plain HTTP requests
+   given to a server's ``http_handler`` are that handler's business.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import math
+import re
+from collections import Counter
+from collections.abc import Callable, Collection, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import trio
+
+from ._errors import HandshakeError
+from ._url import Endpoint
+
+if TYPE_CHECKING:
+    from ._request import WebSocketRequest
+
+#: Allowed ``Origin`` values: exact strings, compiled regular expressions
+#: (which must match the whole value), or ``None`` for "no Origin header".
+OriginRule = str | re.Pattern[str] | None
+#: Basic auth: a ``{user: password}`` mapping or a ``check(user, password)``.
+Credentials = Mapping[str, str] | Callable[[str, str], bool]
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A server's admission policy; every limit is off by default.
+
+    Pass it as ``serve_websocket(..., admission=Admission(...))`` or to
+    :class:`WebSocketServer`::
+
+        admission = Admission(
+            origins={"https://example.com", re.compile(r"https://.*\\.example\\.com")},
+            basic_auth={"alice": "s3cret"},
+            max_connections=10_000,
+            retry_after=30,
+        )
+
+    ``origins``
+        The ``Origin`` values a WebSocket upgrade may carry (403 otherwise).
+        Browsers always send one; include ``None`` to also admit clients
+        that send none (most non-browser clients). ``None`` (the default)
+        admits every origin.
+    ``basic_auth``
+        Require HTTP basic auth (401 with ``WWW-Authenticate`` otherwise):
+        a mapping of user names to passwords, or a function
+        ``check(user, password) -> bool``.
+    ``realm``
+        The realm named in the ``WWW-Authenticate`` challenge.
+    ``max_connections``
+        How many clients the server serves at once, from TCP accept to
+        close, handshakes included; one more gets 503.
+    ``retry_after``
+        Seconds sent in a ``Retry-After`` header with 503 and 429 refusals.
+    ``max_handshakes_per_ip``
+        How many clients from one IP address may be in the handshake (TCP
+        accepted, request not yet complete) at once; one more gets 429.
+        This stops one host from holding many half-open requests.
+    ``max_request_line``
+        Longest request line (``GET /path HTTP/1.1``) in bytes; 414 beyond.
+    ``max_header_size``
+        Largest total size of the header lines in bytes; 431 beyond.
+
+    The engine has its own fixed limits (8192 bytes per line, 128 headers);
+    these two can only make them stricter.
+    """
+
+    origins: Collection[OriginRule] | None = None
+    basic_auth: Credentials | None = None
+    realm: str = "trio-websocket"
+    max_connections: int | None = None
+    retry_after: int | None = None
+    max_handshakes_per_ip: int | None = None
+    max_request_line: int | None = None
+    max_header_size: int | None = None
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An HTTP error response that refuses a client."""
+
+    status_code: int
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+
+
+class Gate:
+    """Applies one :class:`Admission` policy and keeps its counters.
+
+    A server has one gate; :meth:`connection` and :meth:`handshake` are
+    context managers that hold a slot for as long as the client is in that
+    stage.
+    """
+
+    def __init__(self, admission: Admission) -> None:
+        self.admission = admission
+        self._connections = 0
+        self._handshakes: Counter[str] = Counter()
+
+    @contextmanager
+    def connection(self, remote: Endpoint | str) -> Iterator[Refusal | None]:
+        """Admit a new TCP client or yield why not; hold its slot until exit."""
+        refusal = self._refuse_connection(_ip(remote))
+        if refusal is not None:
+            yield refusal
+            return
+        self._connections += 1
+        try:
+            yield None
+        finally:
+            self._connections -= 1
+
+    @contextmanager
+    def handshake(self, remote: Endpoint | str) -> Iterator[None]:
+        """Count a handshake in progress from the client's address."""
+        ip = _ip(remote)
+        self._handshakes[ip] += 1
+        try:
+            yield
+        finally:
+            self._handshakes[ip] -= 1
+            if not self._handshakes[ip]:
+                del self._handshakes[ip]
+
+    def _refuse_connection(self, ip: str) -> Refusal | None:
+        policy = self.admission
+        if _reached(self._connections, policy.max_connections):
+            return self._busy(503, b"Too many connections, try again later.\n")
+        if ip and _reached(self._handshakes[ip], policy.max_handshakes_per_ip):
+            return self._busy(429, b"Too many handshakes from your address.\n")
+        return None
+
+    def _busy(self, status_code: int, body: bytes) -> Refusal:
+        retry_after = self.admission.retry_after
+        headers = () if retry_after is None else (("Retry-After", str(retry_after)),)
+        return Refusal(status_code, headers, body)
+
+    def refuse_request(self, request: WebSocketRequest) -> Refusal | None:
+        """Check a WebSocket upgrade request's origin and credentials."""
+        policy = self.admission
+        if policy.origins is not None and not _origin_allowed(request, policy.origins):
+            return Refusal(403, body=b"Origin not allowed.\n")
+        if policy.basic_auth is not None and not _authorized(
+            request, policy.basic_auth
+        ):
+            challenge = f'Basic realm="{policy.realm}", charset="UTF-8"'
+            return Refusal(
+                401, (("WWW-Authenticate", challenge),), b"Authentication required.\n"
+            )
+        return None
+
+
+def _reached(count: int, limit: int | None) -> bool:
+    return limit is not None and count >= limit
+
+
+def _ip(remote: Endpoint | str) -> str:
+    """The client's IP address as text; empty for non-IP transports."""
+    return str(remote.address) if isinstance(remote, Endpoint) else ""
+
+
+def _header_values(request: WebSocketRequest, name: bytes) -> list[str]:
+    return [value.decode("latin-1") for key, value in request.headers if key == name]
+
+
+def _origin_allowed(request: WebSocketRequest, rules: Collection[OriginRule]) -> bool:
+    values = _header_values(request, b"origin")
+    if len(values) > 1:
+        return False
+    if not values:
+        return None in rules
+    return any(_origin_matches(rule, values[0]) for rule in rules)
+
+
+def _origin_matches(rule: OriginRule, origin: str) -> bool:
+    if isinstance(rule, re.Pattern):
+        return rule.fullmatch(origin) is not None
+    return rule == origin
+
+
+def _authorized(request: WebSocketRequest, credentials: Credentials) -> bool:
+    values = _header_values(request, b"authorization")
+    if len(values) != 1:
+        return False
+    user_password = _basic_credentials(values[0])
+    if user_password is None:
+        return False
+    user, password = user_password
+    if callable(credentials):
+        return bool(credentials(user, password))
+    expected = credentials.get(user)
+    return expected is not None and hmac.compare_digest(
+        expected.encode(), password.encode()
+    )
+
+
+def _basic_credentials(authorization: str) -> tuple[str, str] | None:
+    """Decode ``Basic base64(user:password)``, or None if malformed."""
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(token.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, colon, password = decoded.partition(":")
+    return (user, password) if colon else None
+
+
+# -- Request size limits ------------------------------------------------------
+
+
+class HeadTooLarge(HandshakeError):
+    """The request line or headers exceed the server's limits."""
+
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+def limit_head(
+    stream: trio.abc.Stream, max_request_line: int | None, max_header_size: int | None
+) -> trio.abc.Stream:
+    """``stream`` as read during the handshake, with size limits enforced.
+
+    Without limits, returns ``stream`` itself.
+    """
+    if max_request_line is None and max_header_size is None:
+        return stream
+    return _HeadLimitedStream(
+        stream,
+        math.inf if max_request_line is None else max_request_line,
+        math.inf if max_header_size is None else max_header_size,
+    )
+
+
+class _HeadLimitedStream(trio.abc.Stream):
+    """Watches the request head go by and stops it once it is too large.
+
+    The engine reads the head line by line with fixed limits; this wrapper
+    sits in front of it only while the request is read, so the check costs
+    nothing once the connection is open.
+    """
+
+    def __init__(
+        self, stream: trio.abc.Stream, max_line: float, max_headers: float
+    ) -> None:
+        self._stream = stream
+        self._max_line = max_line
+        self._max_headers = max_headers
+        self._head = bytearray()
+        self._complete = False
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        data = await self._stream.receive_some(max_bytes)
+        if not self._complete:
+            self._head += data
+            self._check()
+        return data
+
+    def _check(self) -> None:
+        head = self._head
+        line_end = head.find(b"\r\n")
+        if (len(head) if line_end < 0 else line_end) > self._max_line:
+            raise HeadTooLarge(414, "request line too long")
+        if line_end < 0:
+            return
+        head_end = head.find(b"\r\n\r\n", line_end)
+        headers_end = len(head) if head_end < 0 else head_end + 2
+        if headers_end - (line_end + 2) > self._max_headers:
+            raise HeadTooLarge(431, "request header fields too large")
+        self._complete = head_end >= 0
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()

@@ -1,0 +1,111 @@
+"""Sending one message to many connections.
+
+The policy, in one sentence: every connection gets at most one broadcast
+message in flight; a connection still busy writing the previous one is
+skipped (the message is dropped for it) and reported, so one slow reader
+never holds up the others and never makes the server buffer without
+bound.
+
+Writes happen in tasks started in a nursery you provide, so
+:func:`broadcast` itself returns at once. The message is framed once and
+the same bytes are written to every server-side connection without
+compression; a connection that uses permessage-deflate (each has its own
+compression state) or is a client (each frame has its own mask) frames it
+for itself, as :meth:`~WebSocketConnection.send_message` would.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import trio
+from websockets.frames import Frame, Opcode
+
+from ._connection import BytesLike, WebSocketConnection
+from ._errors import ConnectionClosed
+
+# Connections with a broadcast message still being written to them.
+_in_flight: weakref.WeakSet[WebSocketConnection] = weakref.WeakSet()
+
+
+@dataclass(frozen=True)
+class BroadcastResult:
+    """What :func:`broadcast` did with each connection.
+
+    ``started``: the message is being written to these (in the nursery).
+    ``skipped``: still writing an earlier broadcast message; dropped here.
+    ``closed``: closed or closing; nothing was sent.
+    """
+
+    started: list[WebSocketConnection]
+    skipped: list[WebSocketConnection]
+    closed: list[WebSocketConnection]
+
+
+@dataclass(frozen=True)
+class _Framed:
+    """A message, and its frame as a server without extensions sends it."""
+
+    message: str | BytesLike
+    frame: bytes
+    payload_size: int
+
+
+async def broadcast(
+    nursery: trio.Nursery,
+    connections: Iterable[WebSocketConnection],
+    message: str | BytesLike,
+) -> BroadcastResult:
+    """Send ``message`` to every connection without waiting for slow ones.
+
+    ``str`` is sent as text, bytes-like as binary. Each write runs in a task
+    in ``nursery``; a connection that has not finished taking the previous
+    broadcast message is skipped (see the module's policy), one that is
+    closed is left out. A connection that closes while being written to is
+    quietly dropped. Returns which connections got what::
+
+        result = await broadcast(nursery, server.connections, "tick")
+        for slow in result.skipped:
+            ...  # e.g. count skips and close readers that never catch up
+
+    Cancelling ``nursery`` cancels the writes still in progress, which
+    aborts those connections (a frame cut short cannot be resumed).
+    """
+    framed = _frame(message)
+    result = BroadcastResult([], [], [])
+    for connection in connections:
+        if connection.closed is not None:
+            result.closed.append(connection)
+        elif connection in _in_flight:
+            result.skipped.append(connection)
+        else:
+            _in_flight.add(connection)
+            nursery.start_soon(_deliver, connection, framed)
+            result.started.append(connection)
+    await trio.lowlevel.checkpoint()
+    return result
+
+
+def _frame(message: str | BytesLike) -> _Framed:
+    if isinstance(message, str):
+        opcode, payload = Opcode.TEXT, message.encode()
+    elif isinstance(message, bytes | bytearray | memoryview):
+        opcode, payload = Opcode.BINARY, bytes(message)
+    else:
+        raise ValueError(f"cannot send a message of type {type(message)!r}")
+    frame = Frame(opcode, payload).serialize(mask=False)
+    return _Framed(message, frame, len(payload))
+
+
+async def _deliver(connection: WebSocketConnection, framed: _Framed) -> None:
+    try:
+        if connection.is_server and not connection.extensions:
+            await connection._send_framed(framed.frame, framed.payload_size)
+        else:
+            await connection.send_message(framed.message)
+    except ConnectionClosed:
+        pass
+    finally:
+        _in_flight.discard(connection)
