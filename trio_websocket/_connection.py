@@ -42,6 +42,7 @@ from ._keepalive import keep_alive
 from ._queue import Fragment, Message, MessageQueue
 from ._settings import Settings
 from ._stats import ConnectionStats, Counters
+from ._transport import size_reads, transport_for
 from ._url import Endpoint, stream_endpoint
 
 if TYPE_CHECKING:
@@ -55,6 +56,10 @@ BytesLike = bytes | bytearray | memoryview
 Chunks = Iterable[str | BytesLike] | AsyncIterable[str | BytesLike]
 
 _ABNORMAL = 1006
+# Read sizes: Trio's default when receive_buffer_size is None, and the most
+# a connection reads at once while a large frame is arriving.
+_DEFAULT_READ = 65536
+_LARGEST_READ = 2**20
 
 logger = logging.getLogger("trio-websocket")
 
@@ -107,6 +112,9 @@ class WebSocketConnection(trio.abc.AsyncResource):
     ) -> None:
         self._id = next(self.__class__.CONNECTION_ID)
         self._stream = stream
+        self._transport = transport_for(stream)
+        self._read_size = settings.receive_buffer_size or _DEFAULT_READ
+        self._engine_input = size_reads(protocol)
         self._protocol = protocol
         self._settings = settings
         self._path = path
@@ -432,7 +440,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         try:
             if data:
                 self._counters.wire_bytes_sent += len(data)
-                await self._stream.send_all(data)
+                await self._transport.send_all(data)
             if end_of_stream:
                 await self._finish_sending()
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -563,7 +571,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         """Read and handle one chunk; return False once the stream ended."""
         await self._queue.wait_for_room()
         try:
-            data = await self._stream.receive_some(self._settings.receive_buffer_size)
+            data = await self._transport.receive(self._read_size)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             data = b""
         self._counters.wire_bytes_received += len(data)
@@ -571,8 +579,18 @@ class WebSocketConnection(trio.abc.AsyncResource):
             self._protocol.receive_data(data)
         else:
             self._protocol.receive_eof()
+        self._size_next_read()
         await self._process(self._protocol.events_received())
         return bool(data)
+
+    def _size_next_read(self) -> None:
+        # While a frame larger than receive_buffer_size arrives, read the rest
+        # of it in large chunks, but never past its end: what follows it is
+        # read at the configured size, so small messages are not read ahead
+        # of what the message queue allows.
+        base = self._settings.receive_buffer_size or _DEFAULT_READ
+        missing = self._engine_input.missing
+        self._read_size = min(missing, _LARGEST_READ) if missing > base else base
 
     async def _process(self, events: Sequence[Event]) -> None:
         for event in events:

@@ -1,0 +1,168 @@
+"""Moving bytes for a connection, with a fast path for plain TCP sockets.
+
+Every ``send_all`` and successful ``receive_some`` of a :class:`trio.SocketStream`
+ends with a trip through Trio's scheduler. For a WebSocket connection that
+trip costs more than the system call itself: a small message is one write,
+and a reader that has just been woken by data does not need to yield again
+before processing it. So for plain TCP sockets the connection calls
+``os.read`` / ``os.write`` on the non-blocking descriptor and parks only
+when the kernel says it would block; every other stream (TLS, Unix
+sockets wrapped differently, in-memory streams) goes through its own
+methods.
+
+Fairness is kept explicitly: a reader that finds data without waiting, and a
+writer that has written a few dozen times without waiting, each yield once,
+so a flood in either direction cannot starve other tasks.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Generator
+
+import trio
+from websockets.protocol import Protocol
+from websockets.streams import StreamReader
+
+# A writer yields to the scheduler at least once every this many writes.
+_WRITES_PER_YIELD = 32
+# errno values that mean the peer is gone rather than a bug of ours.
+_BROKEN = frozenset(
+    {errno.EPIPE, errno.ECONNRESET, errno.ECONNABORTED, errno.ENOTCONN, errno.ETIMEDOUT}
+)
+
+
+class StreamTransport:
+    """The general case: delegate to the stream's own methods."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+
+    async def receive(self, max_bytes: int | None) -> bytes | bytearray:
+        """Up to ``max_bytes`` bytes, ``b""`` at the end of the stream."""
+        return await self.stream.receive_some(max_bytes)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """Write all of ``data``."""
+        await self.stream.send_all(data)
+
+
+class SocketTransport(StreamTransport):
+    """Plain TCP: system calls on the descriptor, parking only when needed."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        super().__init__(stream)
+        self._socket = stream.socket
+        self._writes_without_yield = 0
+
+    def _fileno(self) -> int:
+        fileno = self._socket.fileno()
+        if fileno == -1:
+            raise trio.ClosedResourceError("the socket was closed")
+        return fileno
+
+    async def receive(self, max_bytes: int | None) -> bytes | bytearray:
+        """Read what the kernel has; wait only if it has nothing."""
+        size = max_bytes or 65536
+        try:
+            data = _read(self._fileno(), size)
+        except BlockingIOError:
+            await trio.lowlevel.wait_readable(self._socket)
+            return await self._read_after_wait(size)
+        # Data without waiting: yield once so a flood cannot starve others.
+        await trio.lowlevel.checkpoint()
+        return data
+
+    async def _read_after_wait(self, size: int) -> bytes:
+        while True:
+            try:
+                return _read(self._fileno(), size)
+            except BlockingIOError:  # a spurious wake-up
+                await trio.lowlevel.wait_readable(self._socket)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """Write everything, waiting for buffer space only when it runs out."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        view = memoryview(data)
+        waited = False
+        while view:
+            try:
+                view = view[_write(self._fileno(), view) :]
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(self._socket)
+                waited = True
+        if waited:
+            self._writes_without_yield = 0
+            return
+        self._writes_without_yield += 1
+        if self._writes_without_yield >= _WRITES_PER_YIELD:
+            self._writes_without_yield = 0
+            await trio.lowlevel.cancel_shielded_checkpoint()
+
+
+def _read(fileno: int, size: int) -> bytes:
+    try:
+        return os.read(fileno, size)
+    except BlockingIOError:
+        raise
+    except OSError as exc:
+        raise _translate(exc) from exc
+
+
+def _write(fileno: int, data: memoryview) -> int:
+    try:
+        return os.write(fileno, data)
+    except BlockingIOError:
+        raise
+    except OSError as exc:
+        raise _translate(exc) from exc
+
+
+def _translate(exc: OSError) -> Exception:
+    if exc.errno in _BROKEN:
+        return trio.BrokenResourceError(f"the connection broke: {exc}")
+    if exc.errno == errno.EBADF:
+        return trio.ClosedResourceError("the socket was closed")
+    return exc
+
+
+def transport_for(stream: trio.abc.Stream) -> StreamTransport:
+    """The fastest correct way to move bytes over ``stream``."""
+    if type(stream) is trio.SocketStream and os.name == "posix":
+        return SocketTransport(stream)
+    return StreamTransport(stream)
+
+
+class SizingReader(StreamReader):
+    """The engine's input buffer, noting how many bytes the parser waits for.
+
+    While a large frame arrives, this tells the connection how much of it is
+    still missing, so it can read the rest in large chunks without reading
+    past the end of the frame (which would queue messages ahead of what the
+    message queue allows).
+    """
+
+    wanted = 0
+
+    def read_exact(self, n: int) -> Generator[None, None, bytearray]:
+        self.wanted = n
+        return super().read_exact(n)
+
+    @property
+    def missing(self) -> int:
+        """Bytes the parser still needs to finish what it is reading."""
+        return self.wanted - len(self.buffer)
+
+
+def size_reads(protocol: Protocol) -> SizingReader:
+    """Make the engine's input buffer a :class:`SizingReader`; return it.
+
+    The buffer object stays the same (it may already hold bytes that came
+    with the handshake); only its class changes, which is safe because
+    :class:`SizingReader` adds no state of its own beyond a class default.
+    """
+    reader = protocol.reader
+    reader.__class__ = SizingReader
+    assert isinstance(reader, SizingReader)
+    return reader
