@@ -133,10 +133,18 @@ class Gate:
         finally:
             self._connections -= 1
 
+    @property
+    def tracks_addresses(self) -> bool:
+        """Whether the policy needs each client's address (per-IP limits)."""
+        return self.admission.max_handshakes_per_ip is not None
+
     @contextmanager
     def handshake(self, remote: Endpoint | str) -> Iterator[None]:
         """Count a handshake in progress from the client's address."""
         ip = _ip(remote)
+        if not ip:
+            yield
+            return
         self._handshakes[ip] += 1
         try:
             yield

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import ssl
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -17,7 +17,6 @@ from websockets.http11 import Response
 from websockets.typing import Subprotocol
 from websockets.uri import WebSocketURI
 
-from ._concurrency import background_nursery
 from ._connection import WebSocketConnection
 from ._errors import (
     ConnectionRejected,
@@ -109,8 +108,7 @@ class _Request:
         )
 
 
-@asynccontextmanager
-async def open_websocket(
+def open_websocket(
     host: str,
     port: int,
     resource: str,
@@ -127,7 +125,7 @@ async def open_websocket(
     origin: str | None = None,
     user_agent: str | None = USER_AGENT,
     **options: Unpack[ConnectionOptions],
-) -> AsyncIterator[WebSocketConnection]:
+) -> AbstractAsyncContextManager[WebSocketConnection]:
     """Open a WebSocket client connection for the length of an ``async with``.
 
     Connects to ``host``:``port`` (over TLS when ``use_ssl`` is ``True`` or an
@@ -167,12 +165,10 @@ async def open_websocket(
     async def connect(nursery: trio.Nursery) -> WebSocketConnection:
         return await _connect(nursery, target, request, proxy, settings)
 
-    async with _connection_scope(connect, connect_timeout) as connection:
-        yield connection
+    return _ConnectionScope(connect, connect_timeout)
 
 
-@asynccontextmanager
-async def open_websocket_url(
+def open_websocket_url(
     url: object,
     ssl_context: ssl.SSLContext | None = None,
     *,
@@ -188,7 +184,7 @@ async def open_websocket_url(
     origin: str | None = None,
     user_agent: str | None = USER_AGENT,
     **options: Unpack[ConnectionOptions],
-) -> AsyncIterator[WebSocketConnection]:
+) -> AbstractAsyncContextManager[WebSocketConnection]:
     """Like :func:`open_websocket`, from a ``ws://`` or ``wss://`` URL.
 
     ``url`` may be any object whose ``str()`` is the URL. ``wss://`` without
@@ -218,8 +214,7 @@ async def open_websocket_url(
         user_agent=user_agent,
         **options,
     )
-    async with _connection_scope(connect, connect_timeout) as connection:
-        yield connection
+    return _ConnectionScope(connect, connect_timeout)
 
 
 async def connect_websocket(
@@ -370,23 +365,48 @@ def _url_connector(
     return connect
 
 
-@asynccontextmanager
-async def _connection_scope(
-    connect: Connector,
-    connect_timeout: float,
-) -> AsyncIterator[WebSocketConnection]:
-    """Own a connection and its background tasks for an ``async with``."""
-    async with background_nursery() as nursery:
-        with trio.move_on_after(connect_timeout) as connecting:
-            connection = await connect(nursery)
-        if connecting.cancelled_caught:
-            raise ConnectionTimeout(f"connecting took over {connect_timeout} s")
+class _ConnectionScope:
+    """What ``async with open_websocket...`` does: own one connection.
+
+    Entering connects within ``connect_timeout`` and starts the connection's
+    background tasks in a nursery of its own; leaving closes the connection
+    and that nursery. Exceptions from the connection attempt and from the
+    body reach the caller as themselves: the nursery never sees them, so they
+    are not wrapped in exception groups. (A class rather than a generator
+    based context manager: it keeps fewer frames alive per open connection.)
+    """
+
+    def __init__(self, connect: Connector, connect_timeout: float) -> None:
+        self._connect = connect
+        self._connect_timeout = connect_timeout
+        self._nursery_manager = trio.open_nursery()
+
+    async def __aenter__(self) -> WebSocketConnection:
+        nursery = await self._nursery_manager.__aenter__()
         try:
-            yield connection
+            with trio.move_on_after(self._connect_timeout) as connecting:
+                self._connection = await self._connect(nursery)
+            if connecting.cancelled_caught:
+                raise ConnectionTimeout(
+                    f"connecting took over {self._connect_timeout} s"
+                )
+        except BaseException:
+            await self._close_nursery(nursery)
+            raise
+        self._nursery = nursery
+        return self._connection
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        try:
+            await self._connection.aclose()
         finally:
-            await connection.aclose()
-    if connection._close_timed_out:
-        raise DisconnectionTimeout("the closing handshake did not complete in time")
+            await self._close_nursery(self._nursery)
+        if exc_info[1] is None and self._connection._close_timed_out:
+            raise DisconnectionTimeout("the closing handshake did not complete in time")
+
+    async def _close_nursery(self, nursery: trio.Nursery) -> None:
+        nursery.cancel_scope.cancel()
+        await self._nursery_manager.__aexit__(None, None, None)
 
 
 async def _connect_url(
@@ -454,10 +474,12 @@ async def _open_stream(target: _Target, proxy: ProxySetting) -> trio.abc.Stream:
         transport = await open_tunnel(via, host, port)
     if not use_ssl:
         return transport
-    context = use_ssl if isinstance(use_ssl, ssl.SSLContext) else None
+    context = (
+        use_ssl if isinstance(use_ssl, ssl.SSLContext) else ssl.create_default_context()
+    )
     stream = trio.SSLStream(
         transport,
-        context or ssl.create_default_context(),
+        context,
         server_hostname=host,
         https_compatible=True,
     )

@@ -73,10 +73,12 @@ class _WriteLock:
 
     def __init__(self) -> None:
         self._held = False
-        self._waiters = trio.lowlevel.ParkingLot()
+        self._waiters: trio.lowlevel.ParkingLot | None = None  # made when needed
 
     async def __aenter__(self) -> None:
         if self._held:
+            if self._waiters is None:
+                self._waiters = trio.lowlevel.ParkingLot()
             await self._waiters.park()  # __aexit__ hands the lock over
         else:
             self._held = True
@@ -451,9 +453,14 @@ class WebSocketConnection(trio.abc.AsyncResource):
             raise
 
     async def _finish_sending(self) -> None:
-        # Half-close where the stream allows it, so the peer still reads our
-        # close frame before it sees the end of the stream; else close fully.
-        if isinstance(self._stream, trio.abc.HalfCloseableStream):
+        # Once the peer's close frame is in, it has nothing more to send, and
+        # closing outright ends the connection without another round trip.
+        # When we fail the connection instead, the peer may still be sending:
+        # closing a socket with unread data resets it, which could destroy our
+        # close frame, so half-close and let the reader drain until its EOF.
+        if self._protocol.close_rcvd is None and isinstance(
+            self._stream, trio.abc.HalfCloseableStream
+        ):
             await self._stream.send_eof()
         else:
             await self._stream.aclose()

@@ -33,17 +33,19 @@ class MessageQueue:
     """A bounded FIFO of messages and fragments, with reader flow control."""
 
     def __init__(self, max_items: float, max_bytes: int) -> None:
-        self._items: deque[tuple[Item, int]] = deque()
+        # The containers are made on first use: most connections are idle
+        # most of the time, and memory per idle connection matters.
+        self._items: deque[tuple[Item, int]] | None = None
         self._max_items = max_items
         self._max_bytes = max_bytes
         self._bytes = 0
         self._waiting = 0  # tasks inside get()
-        self._consumers = trio.lowlevel.ParkingLot()
-        self._reader = trio.lowlevel.ParkingLot()
+        self._consumers: trio.lowlevel.ParkingLot | None = None
+        self._reader: trio.lowlevel.ParkingLot | None = None
         self._closed = False
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._items) if self._items else 0
 
     @property
     def queued_bytes(self) -> int:
@@ -52,6 +54,8 @@ class MessageQueue:
 
     def put(self, item: Item, size: int) -> None:
         """Append an item (``size`` payload bytes) and wake one consumer."""
+        if self._items is None:
+            self._items = deque()
         self._items.append((item, size))
         self._bytes += size
         if self._consumers:
@@ -60,18 +64,19 @@ class MessageQueue:
     def has_room(self) -> bool:
         """Whether the reader may read more from the network."""
         return (
-            len(self._items) < self._max_items + self._waiting
-            or self._bytes < self._max_bytes
+            len(self) < self._max_items + self._waiting or self._bytes < self._max_bytes
         )
 
     async def wait_for_room(self) -> None:
         """Park the reader until a consumer makes room (or the queue closes)."""
         while not self._closed and not self.has_room():
+            if self._reader is None:
+                self._reader = trio.lowlevel.ParkingLot()
             await self._reader.park()
 
     def get_nowait(self) -> Item | None:
         """Pop the next item, or return ``None`` if there is none."""
-        if not self._items:
+        if not self._items:  # None or empty
             return None
         item, size = self._items.popleft()
         self._bytes -= size
@@ -86,6 +91,8 @@ class MessageQueue:
                 return item
             # Count ourselves first: with no room otherwise, a waiting
             # consumer is what lets the reader read.
+            if self._consumers is None:
+                self._consumers = trio.lowlevel.ParkingLot()
             self._waiting += 1
             try:
                 self._wake_reader_if_room()
@@ -97,10 +104,12 @@ class MessageQueue:
         """No more items will come; wake everyone. ``discard`` drops the rest."""
         self._closed = True
         if discard:
-            self._items.clear()
+            self._items = None
             self._bytes = 0
-        self._consumers.unpark_all()
-        self._reader.unpark_all()
+        if self._consumers:
+            self._consumers.unpark_all()
+        if self._reader:
+            self._reader.unpark_all()
 
     def _wake_reader_if_room(self) -> None:
         if self._reader and self.has_room():

@@ -65,7 +65,8 @@ class WebSocketRequest:
         self._stream = stream
         self._protocol = protocol
         self._request = request
-        self._response = response
+        self._response = response  # dropped once sent
+        self._is_upgrade = response is not None
         self._early_frames = early_frames
         self._settings = settings
         self._answered = False
@@ -91,7 +92,7 @@ class WebSocketRequest:
     @property
     def is_upgrade(self) -> bool:
         """False for a plain HTTP request given to a server's ``http_handler``."""
-        return self._response is not None
+        return self._is_upgrade
 
     @property
     def path(self) -> str:
@@ -138,7 +139,7 @@ class WebSocketRequest:
         :exc:`ValueError`). ``extra_headers`` are added to the response.
         """
         self._check_unanswered()
-        response = self._response
+        response, early_frames = self._response, self._early_frames
         if response is None:
             raise RuntimeError("a plain HTTP request cannot be accepted")
         if subprotocol is not None and subprotocol not in self.proposed_subprotocols:
@@ -149,6 +150,7 @@ class WebSocketRequest:
             self._protocol.subprotocol = Subprotocol(subprotocol)
         self._answered = True
         self._protocol.send_response(response)
+        self._response, self._early_frames = None, ()
         try:
             await send_pending(self._stream, self._protocol)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -161,7 +163,7 @@ class WebSocketRequest:
             path=self.path,
             handshake_headers=header_pairs(self._request.headers),
         )
-        self._connection._start(self._nursery, self._early_frames)
+        self._connection._start(self._nursery, early_frames)
         if self._on_accept is not None:
             self._on_accept(self._connection)
         return self._connection

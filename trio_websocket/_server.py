@@ -308,10 +308,13 @@ class WebSocketServer:
             await trio.aclose_forcefully(stream)
 
     async def _serve(self, client: _Client, stream: trio.abc.Stream) -> None:
-        remote = stream_endpoint(stream, remote=True)
+        # Looking up the peer's address costs a system call: only when needed.
+        remote = (
+            stream_endpoint(stream, remote=True) if self._gate.tracks_addresses else ""
+        )
         with self._gate.connection(remote) as refusal:
             if refusal is not None:
-                await _refuse(stream, remote, refusal)
+                await _refuse(stream, refusal)
                 return
             try:
                 async with trio.open_nursery() as nursery:
@@ -334,7 +337,7 @@ class WebSocketServer:
         refusal = self._refusal(request)
         if refusal is None:
             return request
-        _log_refusal(remote, refusal)
+        _log_refusal(stream, refusal)
         await request.reject(
             refusal.status_code, extra_headers=refusal.headers, body=refusal.body
         )
@@ -396,15 +399,14 @@ class _Client:
         self.connection: WebSocketConnection | None = None
 
 
-def _log_refusal(remote: Endpoint | str, refusal: Refusal) -> None:
+def _log_refusal(stream: trio.abc.Stream, refusal: Refusal) -> None:
+    remote = stream_endpoint(stream, remote=True)
     logger.info("refused a client from %s: HTTP %d", remote, refusal.status_code)
 
 
-async def _refuse(
-    stream: trio.abc.Stream, remote: Endpoint | str, refusal: Refusal
-) -> None:
+async def _refuse(stream: trio.abc.Stream, refusal: Refusal) -> None:
     """Refuse a client before reading its request."""
-    _log_refusal(remote, refusal)
+    _log_refusal(stream, refusal)
     await refuse_stream(
         stream, refusal.status_code, extra_headers=refusal.headers, body=refusal.body
     )
