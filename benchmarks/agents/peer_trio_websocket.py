@@ -19,7 +19,12 @@ from interface import MAX_MESSAGE_SIZE, Channel
 
 
 def _takes_compression(function: Callable[..., Any]) -> bool:
-    return "compression" in inspect.signature(function).parameters
+    # A named parameter, or (this library) one of the ConnectionOptions that
+    # every entry point takes as keyword arguments.
+    options = getattr(tw, "ConnectionOptions", None)
+    return "compression" in inspect.signature(function).parameters or (
+        options is not None and "compression" in options.__annotations__
+    )
 
 
 def _compression_kwargs(function: Callable[..., Any], on: bool) -> dict[str, Any]:
