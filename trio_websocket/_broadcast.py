@@ -23,8 +23,9 @@ from dataclasses import dataclass
 import trio
 from websockets.frames import Frame, Opcode
 
-from ._connection import BytesLike, WebSocketConnection
+from ._connection import WebSocketConnection
 from ._errors import ConnectionClosed
+from ._iterators import BytesLike
 
 # Connections with a broadcast message still being written to them.
 _in_flight: weakref.WeakSet[WebSocketConnection] = weakref.WeakSet()

@@ -23,22 +23,21 @@ import math
 import random
 import struct
 from collections.abc import (
-    AsyncIterable,
     AsyncIterator,
     Callable,
-    Iterable,
-    Iterator,
 )
 from typing import TYPE_CHECKING, cast
 
 import trio
 from websockets.exceptions import ProtocolError
-from websockets.frames import OK_CLOSE_CODES, Close, Opcode
+from websockets.frames import Close, Opcode
 from websockets.protocol import OPEN, SEND_EOF, Protocol, Side
 
 from ._assembler import Assembler, InvalidMessage
 from ._errors import CloseReason, ConnectionClosed
+from ._iterators import BytesLike, Chunks, Fragments, Messages, chunk_iterator
 from ._keepalive import keep_alive
+from ._locks import WriteLock
 from ._queue import Fragment, Message, MessageQueue
 from ._settings import Settings
 from ._stats import ConnectionStats, Counters
@@ -52,8 +51,6 @@ if TYPE_CHECKING:
     from websockets.protocol import Event
 
 Headers = tuple[tuple[bytes, bytes], ...]
-BytesLike = bytes | bytearray | memoryview
-Chunks = Iterable[str | BytesLike] | AsyncIterable[str | BytesLike]
 
 _ABNORMAL = 1006
 # Read sizes: Trio's default when receive_buffer_size is None, and the most
@@ -62,32 +59,6 @@ _DEFAULT_READ = 65536
 _LARGEST_READ = 2**20
 
 logger = logging.getLogger("trio-websocket")
-
-
-class _WriteLock:
-    """A lock for writers that takes no trip through the scheduler when free.
-
-    Every holder writes to the stream, and that write is the checkpoint; a
-    contended acquisition parks until the holder hands the lock over.
-    """
-
-    def __init__(self) -> None:
-        self._held = False
-        self._waiters: trio.lowlevel.ParkingLot | None = None  # made when needed
-
-    async def __aenter__(self) -> None:
-        if self._held:
-            if self._waiters is None:
-                self._waiters = trio.lowlevel.ParkingLot()
-            await self._waiters.park()  # __aexit__ hands the lock over
-        else:
-            self._held = True
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self._waiters:
-            self._waiters.unpark()
-        else:
-            self._held = False
 
 
 class WebSocketConnection(trio.abc.AsyncResource):
@@ -127,8 +98,8 @@ class WebSocketConnection(trio.abc.AsyncResource):
         )
         self._assembler = Assembler(settings.max_message_size)
         self._mid_message = False  # the consumer stopped inside a message
-        self._write_lock = _WriteLock()
-        self._message_lock = _WriteLock()  # one outgoing message at a time
+        self._write_lock = WriteLock()
+        self._message_lock = WriteLock()  # one outgoing message at a time
         self._sending_text = False  # the kind of the fragmented message being sent
         self._pings: dict[bytes, trio.Event] = {}
         self._counters = Counters()
@@ -249,7 +220,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         math.inf`` a message of any size can be processed. If you stop
         early, the rest of the message is skipped.
         """
-        return _Fragments(self)
+        return Fragments(self)
 
     async def _next_item(self, *, start: bool) -> Message | Fragment:
         if start:
@@ -275,7 +246,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         Ends quietly after a normal close (1000, 1001, or no status) and
         after a local close; raises :exc:`ConnectionClosed` otherwise.
         """
-        return _Messages(self)
+        return Messages(self)
 
     # -- Sending ------------------------------------------------------------
 
@@ -316,7 +287,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         async with self._message_lock:
             first = True
             try:
-                async for chunk in _aiter(chunks):
+                async for chunk in chunk_iterator(chunks):
                     send, payload = self._fragment(chunk, first)
                     await self._send(send, payload, False, compress)
                     self._counters.bytes_sent += len(payload)
@@ -687,65 +658,6 @@ def _closer(protocol: Protocol) -> str:
     return "neither side" if protocol.close_rcvd is None else "the peer"
 
 
-# The iterators below are classes rather than async generators: a consumer
-# may stop early (``break``), and an async generator left unfinished makes
-# Trio warn (ResourceWarning) when it is garbage collected. There is nothing
-# to clean up: the next receive skips what is left of a message.
-
-
-class _Messages:
-    """``async for message in connection``."""
-
-    def __init__(self, connection: WebSocketConnection) -> None:
-        self._connection = connection
-
-    def __aiter__(self) -> _Messages:
-        return self
-
-    async def __anext__(self) -> Message:
-        try:
-            return await self._connection.get_message()
-        except ConnectionClosed as closed:
-            if self._connection._closing_locally or _is_normal(closed.reason):
-                raise StopAsyncIteration from None
-            raise
-
-    async def aclose(self) -> None:
-        """Stop iterating (for ``contextlib.aclosing``); nothing to release."""
-        await trio.lowlevel.checkpoint()
-
-
-class _Fragments(_Messages):
-    """``connection.get_fragments()``: the pieces of the next message."""
-
-    def __init__(self, connection: WebSocketConnection) -> None:
-        super().__init__(connection)
-        self._started = False
-        self._done = False
-
-    async def __anext__(self) -> Message:
-        connection = self._connection
-        if not self._started:
-            self._started = True
-            await trio.lowlevel.checkpoint_if_cancelled()
-            item = await connection._next_item(start=True)
-            if not isinstance(item, Fragment):
-                self._done = True
-                return item
-            self._done = item.last
-            return item.data
-        while not self._done:
-            item = cast(Fragment, await connection._next_item(start=False))
-            self._done = item.last
-            if item.data:  # not e.g. the empty final frame of send_fragments()
-                return item.data
-        raise StopAsyncIteration
-
-
-def _is_normal(reason: CloseReason | None) -> bool:
-    return reason is not None and reason.code in OK_CLOSE_CODES
-
-
 def _check_close(code: int, reason: str | None) -> None:
     try:
         Close(code, reason or "").serialize()
@@ -768,27 +680,3 @@ def _byte_view(data: BytesLike) -> BytesLike:
         if data.format != "B" or data.ndim != 1:
             return data.cast("B")
     return data
-
-
-def _aiter(chunks: Chunks) -> AsyncIterator[str | BytesLike]:
-    # Not an async generator: send_fragments() may stop part-way (an error,
-    # a cancellation), and Trio warns about unfinished async generators.
-    if isinstance(chunks, AsyncIterable):
-        return aiter(chunks)
-    return _SyncChunks(iter(chunks))
-
-
-class _SyncChunks:
-    """A synchronous iterable of chunks, iterated with ``async for``."""
-
-    def __init__(self, chunks: Iterator[str | BytesLike]) -> None:
-        self._chunks = chunks
-
-    def __aiter__(self) -> _SyncChunks:
-        return self
-
-    async def __anext__(self) -> str | BytesLike:
-        try:
-            return next(self._chunks)
-        except StopIteration:
-            raise StopAsyncIteration from None
