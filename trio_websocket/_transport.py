@@ -19,11 +19,15 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Generator
+from collections.abc import Callable, Generator
+from typing import TypeVar
 
 import trio
 from websockets.protocol import Protocol
 from websockets.streams import StreamReader
+
+_Arg = TypeVar("_Arg")
+_Result = TypeVar("_Result")
 
 # A writer yields to the scheduler at least once every this many writes.
 _WRITES_PER_YIELD = 32
@@ -66,7 +70,7 @@ class SocketTransport(StreamTransport):
         """Read what the kernel has; wait only if it has nothing."""
         size = max_bytes or 65536
         try:
-            data = _read(self._fileno(), size)
+            data = _system_call(os.read, self._fileno(), size)
         except BlockingIOError:
             await trio.lowlevel.wait_readable(self._socket)
             return await self._read_after_wait(size)
@@ -77,7 +81,7 @@ class SocketTransport(StreamTransport):
     async def _read_after_wait(self, size: int) -> bytes:
         while True:
             try:
-                return _read(self._fileno(), size)
+                return _system_call(os.read, self._fileno(), size)
             except BlockingIOError:  # a spurious wake-up
                 await trio.lowlevel.wait_readable(self._socket)
 
@@ -88,7 +92,7 @@ class SocketTransport(StreamTransport):
         waited = False
         while view:
             try:
-                view = view[_write(self._fileno(), view) :]
+                view = view[_system_call(os.write, self._fileno(), view) :]
             except BlockingIOError:
                 await trio.lowlevel.wait_writable(self._socket)
                 waited = True
@@ -101,18 +105,12 @@ class SocketTransport(StreamTransport):
             await trio.lowlevel.cancel_shielded_checkpoint()
 
 
-def _read(fileno: int, size: int) -> bytes:
+def _system_call(
+    call: Callable[[int, _Arg], _Result], fileno: int, arg: _Arg
+) -> _Result:
+    """``os.read`` or ``os.write`` with Trio's exceptions for a broken peer."""
     try:
-        return os.read(fileno, size)
-    except BlockingIOError:
-        raise
-    except OSError as exc:
-        raise _translate(exc) from exc
-
-
-def _write(fileno: int, data: memoryview) -> int:
-    try:
-        return os.write(fileno, data)
+        return call(fileno, arg)
     except BlockingIOError:
         raise
     except OSError as exc:

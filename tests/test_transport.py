@@ -1,0 +1,128 @@
+"""The plain-TCP fast path: system calls on the socket, fairness, errors."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import trio
+import trio.testing
+
+from trio_websocket._transport import (
+    SizingReader,
+    SocketTransport,
+    StreamTransport,
+    transport_for,
+)
+
+TIMEOUT = 10
+
+
+async def socket_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
+    left, right = trio.socket.socketpair()
+    return trio.SocketStream(left), trio.SocketStream(right)
+
+
+async def test_plain_sockets_get_the_fast_path() -> None:
+    left, right = await socket_pair()
+    memory, _ = trio.testing.memory_stream_pair()
+    async with left, right:
+        assert isinstance(transport_for(left), SocketTransport)
+        assert type(transport_for(memory)) is StreamTransport
+
+
+async def test_bytes_cross_in_both_directions() -> None:
+    left, right = await socket_pair()
+    async with left, right:
+        sender, receiver = SocketTransport(left), SocketTransport(right)
+        with trio.fail_after(TIMEOUT):
+            await sender.send_all(memoryview(b"x" * 100_000))
+            received = bytearray()
+            while len(received) < 100_000:
+                received += await receiver.receive(65536)
+    assert received == b"x" * 100_000
+
+
+async def test_a_reader_that_always_finds_data_still_yields() -> None:
+    # A flood must not starve other tasks: each read that did not have to
+    # wait is followed by a trip through the scheduler.
+    left, right = await socket_pair()
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await trio.lowlevel.checkpoint()
+
+    async with left, right, trio.open_nursery() as nursery:
+        await left.send_all(b"y" * 50_000)
+        nursery.start_soon(ticker)
+        reader = SocketTransport(right)
+        with trio.fail_after(TIMEOUT):
+            for _ in range(10):
+                await reader.receive(100)
+        nursery.cancel_scope.cancel()
+    assert ticks >= 5
+
+
+async def test_a_writer_that_never_blocks_still_yields() -> None:
+    left, right = await socket_pair()
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await trio.lowlevel.checkpoint()
+
+    async with left, right, trio.open_nursery() as nursery:
+        nursery.start_soon(ticker)
+        writer = SocketTransport(left)
+        with trio.fail_after(TIMEOUT):
+            for _ in range(200):
+                await writer.send_all(b"z")
+        nursery.cancel_scope.cancel()
+    assert ticks >= 3
+
+
+async def test_end_of_stream_reads_empty() -> None:
+    left, right = await socket_pair()
+    async with right:
+        await left.aclose()
+        with trio.fail_after(TIMEOUT):
+            assert await SocketTransport(right).receive(10) == b""
+
+
+async def test_a_reset_peer_is_a_broken_resource() -> None:
+    left, right = await socket_pair()
+    async with right:
+        # Unread data at close makes the kernel reset the connection.
+        await right.send_all(b"unread")
+        left.socket.setsockopt(
+            socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+        )
+        await left.aclose()
+        writer = SocketTransport(right)
+        with pytest.raises(trio.BrokenResourceError), trio.fail_after(TIMEOUT):
+            for _ in range(100):
+                await writer.send_all(b"more")
+
+
+async def test_a_closed_socket_is_a_closed_resource() -> None:
+    left, right = await socket_pair()
+    transport = SocketTransport(left)
+    await left.aclose()
+    await right.aclose()
+    with pytest.raises(trio.ClosedResourceError):
+        await transport.send_all(b"late")
+    with pytest.raises(trio.ClosedResourceError):
+        await transport.receive(10)
+
+
+def test_sizing_reader_reports_what_the_parser_still_needs() -> None:
+    reader = SizingReader()
+    parse = reader.read_exact(10)
+    reader.feed_data(b"abc")
+    next(parse)  # the parser waits: 10 bytes wanted, 3 buffered
+    assert reader.missing == 7
