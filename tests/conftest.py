@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import ssl
 
 import pytest
@@ -88,3 +89,16 @@ def server_url(server: WebSocketServer, resource: str = "/") -> str:
 def echo_url(echo_server: WebSocketServer) -> str:
     """The ``ws://`` URL of the root resource on :func:`echo_server`."""
     return server_url(echo_server)
+
+
+@pytest.fixture
+async def unix_listener(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[str, trio.SocketListener]:
+    """A listening Unix socket in a short temporary directory, and its path."""
+    # Unix socket paths are limited to about 100 bytes.
+    path = str(tmp_path_factory.mktemp("unix") / "ws.sock")
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    await sock.bind(path)
+    sock.listen()
+    return path, trio.SocketListener(sock)

@@ -381,15 +381,11 @@ async def test_server_needs_a_listener() -> None:
 
 @pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no Unix sockets")
 async def test_unix_socket_listener(
-    nursery: trio.Nursery, tmp_path_factory: pytest.TempPathFactory
+    nursery: trio.Nursery, unix_listener: tuple[str, trio.SocketListener]
 ) -> None:
-    # A short directory: Unix socket paths are limited to about 100 bytes.
-    path = str(tmp_path_factory.mktemp("unix") / "ws.sock")
-    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    await sock.bind(path)
-    sock.listen()
+    path, listener = unix_listener
     holder = HoldingHandler()
-    server = WebSocketServer(holder, [trio.SocketListener(sock)])
+    server = WebSocketServer(holder, [listener])
     await nursery.start(server.run)
     assert server.listeners == [path]
     with pytest.raises(RuntimeError):

@@ -677,14 +677,11 @@ async def test_host_header_over_real_ipv6(nursery: trio.Nursery) -> None:
 
 
 async def test_unix_socket_listener(
-    nursery: trio.Nursery, tmp_path_factory: pytest.TempPathFactory
+    nursery: trio.Nursery, unix_listener: tuple[str, trio.SocketListener]
 ) -> None:
-    path = str(tmp_path_factory.mktemp("unix") / "ws.sock")
-    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    await sock.bind(path)
-    sock.listen()
+    path, listener = unix_listener
     recorder = Recorder()
-    server = WebSocketServer(recorder, [trio.SocketListener(sock)])
+    server = WebSocketServer(recorder, [listener])
     await nursery.start(server.run)
     assert server.listeners == [path]
 

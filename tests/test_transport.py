@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
@@ -43,47 +44,49 @@ async def test_bytes_cross_in_both_directions() -> None:
     assert received == b"x" * 100_000
 
 
+async def ticks_during(work: Callable[[], Awaitable[None]]) -> int:
+    """How often another task got to run while ``work`` ran."""
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ticker)
+        with trio.fail_after(TIMEOUT):
+            await work()
+        nursery.cancel_scope.cancel()
+    return ticks
+
+
 async def test_a_reader_that_always_finds_data_still_yields() -> None:
     # A flood must not starve other tasks: each read that did not have to
     # wait is followed by a trip through the scheduler.
     left, right = await socket_pair()
-    ticks = 0
+    reader = SocketTransport(right)
 
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await trio.lowlevel.checkpoint()
+    async def read_ten_times() -> None:
+        for _ in range(10):
+            await reader.receive(100)
 
-    async with left, right, trio.open_nursery() as nursery:
+    async with left, right:
         await left.send_all(b"y" * 50_000)
-        nursery.start_soon(ticker)
-        reader = SocketTransport(right)
-        with trio.fail_after(TIMEOUT):
-            for _ in range(10):
-                await reader.receive(100)
-        nursery.cancel_scope.cancel()
-    assert ticks >= 5
+        assert await ticks_during(read_ten_times) >= 5
 
 
 async def test_a_writer_that_never_blocks_still_yields() -> None:
     left, right = await socket_pair()
-    ticks = 0
+    writer = SocketTransport(left)
 
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await trio.lowlevel.checkpoint()
+    async def write_200_times() -> None:
+        for _ in range(200):
+            await writer.send_all(b"z")
 
-    async with left, right, trio.open_nursery() as nursery:
-        nursery.start_soon(ticker)
-        writer = SocketTransport(left)
-        with trio.fail_after(TIMEOUT):
-            for _ in range(200):
-                await writer.send_all(b"z")
-        nursery.cancel_scope.cancel()
-    assert ticks >= 3
+    async with left, right:
+        assert await ticks_during(write_200_times) >= 3
 
 
 async def test_end_of_stream_reads_empty() -> None:
