@@ -69,21 +69,15 @@ class SocketTransport(StreamTransport):
     async def receive(self, max_bytes: int | None) -> bytes | bytearray:
         """Read what the kernel has; wait only if it has nothing."""
         size = max_bytes or 65536
-        try:
-            data = _system_call(os.read, self._fileno(), size)
-        except BlockingIOError:
+        data = _system_call(os.read, self._fileno(), size)
+        if data is not None:
+            # Data without waiting: yield once so a flood cannot starve others.
+            await trio.lowlevel.checkpoint()
+            return data
+        while data is None:  # None again after a spurious wake-up
             await trio.lowlevel.wait_readable(self._socket)
-            return await self._read_after_wait(size)
-        # Data without waiting: yield once so a flood cannot starve others.
-        await trio.lowlevel.checkpoint()
+            data = _system_call(os.read, self._fileno(), size)
         return data
-
-    async def _read_after_wait(self, size: int) -> bytes:
-        while True:
-            try:
-                return _system_call(os.read, self._fileno(), size)
-            except BlockingIOError:  # a spurious wake-up
-                await trio.lowlevel.wait_readable(self._socket)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Write everything, waiting for buffer space only when it runs out."""
@@ -91,11 +85,12 @@ class SocketTransport(StreamTransport):
         view = memoryview(data)
         waited = False
         while view:
-            try:
-                view = view[_system_call(os.write, self._fileno(), view) :]
-            except BlockingIOError:
+            sent = _system_call(os.write, self._fileno(), view)
+            if sent is None:
                 await trio.lowlevel.wait_writable(self._socket)
                 waited = True
+            else:
+                view = view[sent:]
         if waited:
             self._writes_without_yield = 0
             return
@@ -107,12 +102,18 @@ class SocketTransport(StreamTransport):
 
 def _system_call(
     call: Callable[[int, _Arg], _Result], fileno: int, arg: _Arg
-) -> _Result:
-    """``os.read`` or ``os.write`` with Trio's exceptions for a broken peer."""
+) -> _Result | None:
+    """``os.read`` or ``os.write``: ``None`` if it would block, Trio's
+    exceptions for a broken peer.
+
+    Callers wait *after* this returns, never inside an ``except`` block: a
+    task suspended there keeps the exception and its traceback alive, which
+    costs every idle connection about a kilobyte.
+    """
     try:
         return call(fileno, arg)
     except BlockingIOError:
-        raise
+        return None
     except OSError as exc:
         raise _translate(exc) from exc
 
