@@ -19,7 +19,8 @@ async def talk(url: str, messages: list[str]) -> None:
         for message in messages:
             await connection.send_message(message)
             print(f"> {message}")
-            print(f"< {await connection.get_message()!r}")
+            reply = await connection.get_message()
+            print(f"< {reply if isinstance(reply, str) else reply.hex()}")
         await connection.ping()
         print("ping answered; closing")
     print(f"closed: {connection.closed}")
