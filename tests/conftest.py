@@ -102,3 +102,19 @@ async def unix_listener(
     await sock.bind(path)
     sock.listen()
     return path, trio.SocketListener(sock)
+
+
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+
+@pytest.fixture(autouse=True)
+def no_proxy_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Start every test without proxy variables.
+
+    Clients take their proxy from the environment, so a machine with, say,
+    ``http_proxy`` set would otherwise send the suite's loopback connections
+    through its proxy. Tests about proxies set the variables they need.
+    """
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)

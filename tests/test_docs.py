@@ -52,9 +52,6 @@ def load(name: str) -> ModuleType:
 def examples_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
     """Examples import their helpers as siblings, as when run as scripts."""
     monkeypatch.syspath_prepend(str(EXAMPLES))
-    for variable in ("http_proxy", "https_proxy", "all_proxy"):
-        for name in (variable, variable.upper()):
-            monkeypatch.delenv(name, raising=False)
 
 
 def upload_answer() -> str:

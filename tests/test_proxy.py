@@ -42,17 +42,8 @@ MICROSOCKS = shutil.which("microsocks")
 USER, PASSWORD = "alice", "s3cret"
 # microsocks takes any password: one that needs percent-encoding in a URL.
 ODD_PASSWORD, ODD_PASSWORD_QUOTED = "p@ss:w/rd %", "p%40ss%3Aw%2Frd%20%25"
-PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 
 Launch = Callable[[Sequence[str], int], Awaitable[None]]
-
-
-@pytest.fixture(autouse=True)
-def _no_proxy_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Start every test from an environment without proxy variables."""
-    for name in PROXY_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.upper(), raising=False)
 
 
 def free_port() -> int:
