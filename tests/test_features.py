@@ -221,6 +221,7 @@ async def test_max_message_size_bounds_the_decompressed_size(
 
 async def test_server_refuses_a_compressed_bomb_too(nursery: trio.Nursery) -> None:
     closed: list[int] = []
+    handler_done = trio.Event()
 
     async def handler(request: WebSocketRequest) -> None:
         connection = await request.accept()
@@ -229,11 +230,14 @@ async def test_server_refuses_a_compressed_bomb_too(nursery: trio.Nursery) -> No
         except ConnectionClosed as exc:
             assert exc.reason is not None
             closed.append(exc.reason.code)
+        handler_done.set()
 
     url = await serve(nursery, handler, max_message_size=MiB)
     async with open_websocket_url(url) as client:
         await client.send_message(bytes(10 * MiB))
         await expect_closed(client, 1009)
+    with trio.fail_after(5):
+        await handler_done.wait()
     assert closed == [1009]
 
 

@@ -404,7 +404,9 @@ class WebSocketConnection(trio.abc.AsyncResource):
         A write that fails or is cancelled part-way may leave half a frame on
         the wire, so the connection is aborted rather than reused.
         """
-        chunks = self._protocol.data_to_send()
+        await self._write_chunks(self._protocol.data_to_send())
+
+    async def _write_chunks(self, chunks: list[bytes]) -> None:
         if not chunks:
             await trio.lowlevel.checkpoint()
             return
@@ -434,7 +436,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         ):
             await self._stream.send_eof()
         else:
-            await self._stream.aclose()
+            await self._transport.aclose()
 
     # -- Closing ------------------------------------------------------------
 
@@ -503,7 +505,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
             self._close_reason = CloseReason(_ABNORMAL, None)
         self._reader_scope.cancel()
         self._wake_everyone()
-        await trio.aclose_forcefully(self._stream)
+        await self._transport.aclose_forcefully()
 
     def _wake_everyone(self) -> None:
         self._queue.close(discard=self._closing_locally)
@@ -529,7 +531,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
             if self._close_reason is None:  # the reader task was cancelled
                 self._close_reason = CloseReason(_ABNORMAL, None)
             self._wake_everyone()
-            await trio.aclose_forcefully(self._stream)
+            await self._transport.aclose_forcefully()
             self._reader_done.set()
             self._log_close()
 
@@ -576,9 +578,14 @@ class WebSocketConnection(trio.abc.AsyncResource):
         if self._protocol.state is not OPEN:
             self._note_close_reason()
             self._set_close_deadline()
+        # Most reads need no answer (only pings and closes do): then there is
+        # no lock to take and no reason to yield before reading again.
+        chunks = self._protocol.data_to_send()
+        if not chunks:
+            return
         try:
             async with self._write_lock:
-                await self._write_pending()
+                await self._write_chunks(chunks)
         except ConnectionClosed:
             self._reader_scope.cancel()
 

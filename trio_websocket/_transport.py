@@ -42,6 +42,19 @@ class StreamTransport:
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
+        self.closed = False
+
+    async def aclose(self) -> None:
+        """Close the stream gracefully (once)."""
+        if not self.closed:
+            self.closed = True
+            await self.stream.aclose()
+
+    async def aclose_forcefully(self) -> None:
+        """Close the stream at once, without any goodbye (once)."""
+        if not self.closed:
+            self.closed = True
+            await trio.aclose_forcefully(self.stream)
 
     async def receive(self, max_bytes: int | None) -> bytes | bytearray:
         """Up to ``max_bytes`` bytes, ``b""`` at the end of the stream."""
@@ -59,6 +72,15 @@ class SocketTransport(StreamTransport):
         super().__init__(stream)
         self._socket = stream.socket
         self._writes_without_yield = 0
+
+    async def aclose(self) -> None:
+        """Close the socket now: a TCP close needs no waiting, so no yield."""
+        self.closed = True
+        self._socket.close()
+
+    async def aclose_forcefully(self) -> None:
+        """The same as :meth:`aclose` for a plain socket."""
+        await self.aclose()
 
     def _fileno(self) -> int:
         fileno = self._socket.fileno()
