@@ -451,6 +451,11 @@ class WebSocketConnection(trio.abc.AsyncResource):
         :exc:`ValueError`.
         """
         _check_close(code, reason)
+        if self._reader_done.is_set():  # already closed: nothing to wait for
+            self._closing_locally = True
+            self._queue.close(discard=True)
+            await trio.lowlevel.checkpoint()  # still a checkpoint, as Trio expects
+            return
         try:
             with trio.move_on_after(self._settings.disconnect_timeout) as closing:
                 await self._start_closing(code, reason, discard=True)

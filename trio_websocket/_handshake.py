@@ -12,6 +12,7 @@ from websockets.exceptions import InvalidHeaderValue
 from websockets.protocol import Event, Protocol
 
 from ._errors import HandshakeError
+from ._transport import transport_for
 
 
 class _EngineLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -82,9 +83,10 @@ async def receive_handshake(
     is not a valid handshake message or the stream ends first; the engine has
     then queued whatever answer it wants to send.
     """
+    transport = transport_for(stream)
     while True:
         try:
-            data = await stream.receive_some(receive_size)
+            data = await transport.receive(receive_size)
         except trio.BrokenResourceError as exc:
             raise HandshakeError(f"connection lost during the handshake: {exc}") from (
                 exc.__cause__ or exc
@@ -108,4 +110,4 @@ async def send_pending(stream: trio.abc.Stream, protocol: Protocol) -> None:
     """Write whatever the engine queued during the handshake."""
     data = b"".join(protocol.data_to_send())
     if data:
-        await stream.send_all(data)
+        await transport_for(stream).send_all(data)

@@ -22,6 +22,7 @@ from ._settings import (
     ConnectionOptions,
     Settings,
 )
+from ._transport import transport_for
 from ._url import Endpoint, listener_endpoint, stream_endpoint
 
 if TYPE_CHECKING:
@@ -305,7 +306,7 @@ class WebSocketServer:
         finally:
             del self._clients[client]
             self._client_left.set()
-            await trio.aclose_forcefully(stream)
+            await transport_for(stream).aclose_forcefully()
 
     async def _serve(self, client: _Client, stream: trio.abc.Stream) -> None:
         # Looking up the peer's address costs a system call: only when needed.
