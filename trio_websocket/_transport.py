@@ -166,9 +166,23 @@ class SizingReader(StreamReader):
 
     wanted = 0
 
-    def read_exact(self, n: int) -> Generator[None, None, bytearray]:
+    # The engine's version returns a bytearray slice; returning bytes saves
+    # the copy that making an (unmasked) payload into a bytes message would
+    # cost, which matters for large messages. The engine accepts either.
+    def read_exact(  # type: ignore[override]
+        self, n: int
+    ) -> Generator[None, None, bytes]:
+        """Wait until ``n`` bytes are buffered, then take them as ``bytes``."""
         self.wanted = n
-        return super().read_exact(n)
+        buffer = self.buffer
+        while len(buffer) < n:
+            if self.eof:
+                raise EOFError(f"stream ended {n - len(buffer)} bytes short")
+            yield
+        with memoryview(buffer) as view, view[:n] as head:
+            data = bytes(head)
+        del buffer[:n]
+        return data
 
     @property
     def missing(self) -> int:
