@@ -223,7 +223,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         return Fragments(self)
 
     async def _next_item(self, *, start: bool) -> Message | Fragment:
-        if start:
+        if start and self._mid_message:
             await self._skip_unfinished_message()
         item = self._queue.get_nowait()
         if item is None and not self._closing_locally:
