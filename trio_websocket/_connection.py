@@ -270,7 +270,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         else:
             raise ValueError(f"cannot send a message of type {type(message)!r}")
         async with self._message_lock:
-            await self._send(send, payload, True, compress)
+            await self._send(self._frame_data, send, payload, True, compress)
         counters = self._counters
         counters.messages_sent += 1
         counters.bytes_sent += len(payload)
@@ -289,12 +289,13 @@ class WebSocketConnection(trio.abc.AsyncResource):
             try:
                 async for chunk in chunk_iterator(chunks):
                     send, payload = self._fragment(chunk, first)
-                    await self._send(send, payload, False, compress)
+                    await self._send(self._frame_data, send, payload, False, compress)
                     self._counters.bytes_sent += len(payload)
                     first = False
                 if first:
                     raise ValueError("a message needs at least one fragment")
-                await self._send(self._protocol.send_continuation, b"", True, compress)
+                end = self._protocol.send_continuation
+                await self._send(self._frame_data, end, b"", True, compress)
                 self._counters.messages_sent += 1
             except BaseException:
                 if not first and self._protocol.state is OPEN:
@@ -330,7 +331,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
             raise ValueError(f"a ping with payload {payload!r} is already in flight")
         answered = self._pings[payload] = trio.Event()
         try:
-            await self._send_control(self._protocol.send_ping, payload)
+            await self._send(self._protocol.send_ping, payload)
             sent_at = trio.current_time()
             await answered.wait()
             if self._pings.get(payload) is not answered:
@@ -351,34 +352,29 @@ class WebSocketConnection(trio.abc.AsyncResource):
 
     async def pong(self, payload: bytes | None = None) -> None:
         """Send an unsolicited pong (a heartbeat that expects no answer)."""
-        await self._send_control(self._protocol.send_pong, payload or b"")
+        await self._send(self._protocol.send_pong, payload or b"")
 
-    async def _send_control(
-        self, send: Callable[[BytesLike], None], payload: bytes
-    ) -> None:
+    async def _send(self, frame: Callable[..., object], *args: object) -> None:
+        """Call ``frame(*args)`` to queue a frame in the engine, then write it.
+
+        Both happen under the write lock, so frames reach the wire in the
+        order the engine produced them.
+        """
         async with self._write_lock:
             self._check_can_send()
-            send(payload)
+            frame(*args)
             await self._write_pending()
 
-    async def _send(
+    def _frame_data(
         self,
         send: Callable[[BytesLike, bool], None],
         payload: BytesLike,
         fin: bool,
         compress: bool,
     ) -> None:
-        async with self._write_lock:
-            self._check_can_send()
-            if compress or not self._protocol.extensions:
-                send(payload, fin)
-            else:
-                self._send_uncompressed(send, payload, fin)
-            await self._write_pending()
-
-    def _send_uncompressed(
-        self, send: Callable[[BytesLike, bool], None], payload: BytesLike, fin: bool
-    ) -> None:
+        if compress or not self._protocol.extensions:
+            send(payload, fin)
+            return
         # The engine frames through its negotiated extensions; without them
         # for one message, the frame goes out with RSV1 clear, which tells
         # the peer it is not compressed.
@@ -653,10 +649,9 @@ class WebSocketConnection(trio.abc.AsyncResource):
         one message of ``payload_size`` bytes in :attr:`stats`.
         """
         assert self.is_server and not self._protocol.extensions
-        async with self._message_lock, self._write_lock:
-            self._check_can_send()
-            self._protocol.writes.append(frame)  # as if the engine framed it
-            await self._write_pending()
+        async with self._message_lock:
+            # Queued as if the engine had framed it.
+            await self._send(self._protocol.writes.append, frame)
         self._counters.messages_sent += 1
         self._counters.bytes_sent += payload_size
 
