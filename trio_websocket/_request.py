@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import http
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -82,7 +83,13 @@ class WebSocketRequest:
         Names are lower case; ``Host`` and the offered extensions are
         included.
         """
-        return list(header_pairs(self._request.headers))
+        return list(self._header_pairs)
+
+    @functools.cached_property
+    def _header_pairs(self) -> tuple[tuple[bytes, bytes], ...]:
+        # Converted once: the handler, the admission checks and the
+        # connection's handshake_headers all read them.
+        return header_pairs(self._request.headers)
 
     @property
     def method(self) -> str:
@@ -161,7 +168,7 @@ class WebSocketRequest:
             self._protocol,
             self._settings,
             path=self.path,
-            handshake_headers=header_pairs(self._request.headers),
+            handshake_headers=self._header_pairs,
         )
         self._connection._start(self._nursery, early_frames)
         if self._on_accept is not None:
