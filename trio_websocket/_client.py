@@ -28,6 +28,7 @@ from ._handshake import (
     ENGINE_LOGGER,
     HeaderPairs,
     add_extra_headers,
+    handshake_lost,
     header_pairs,
     receive_handshake,
     send_pending,
@@ -528,9 +529,7 @@ async def _handshake(
         except trio.BrokenResourceError as exc:
             # Lost (e.g. reset) before the request went out: like a loss
             # while reading the response, a HandshakeError.
-            raise HandshakeError(f"connection lost during the handshake: {exc}") from (
-                exc.__cause__ or exc
-            )
+            raise handshake_lost(exc) from exc.__cause__ or exc
         response, *early_frames = await receive_handshake(
             stream, protocol, settings.receive_buffer_size
         )

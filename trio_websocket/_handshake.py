@@ -73,6 +73,15 @@ def add_extra_headers(headers: Headers, extra: HeaderPairs | None) -> None:
             raise ValueError(f"invalid value for header {name}: {value!r}") from None
 
 
+def handshake_lost(exc: trio.BrokenResourceError) -> HandshakeError:
+    """The error for a connection that broke before the handshake completed.
+
+    Raise it ``from exc.__cause__ or exc``: the cause is the underlying
+    error (a reset, a TLS failure) when there is one.
+    """
+    return HandshakeError(f"connection lost during the handshake: {exc}")
+
+
 async def receive_handshake(
     stream: trio.abc.Stream, protocol: Protocol, receive_size: int | None
 ) -> list[Event]:
@@ -88,9 +97,7 @@ async def receive_handshake(
         try:
             data = await transport.receive(receive_size)
         except trio.BrokenResourceError as exc:
-            raise HandshakeError(f"connection lost during the handshake: {exc}") from (
-                exc.__cause__ or exc
-            )
+            raise handshake_lost(exc) from exc.__cause__ or exc
         if data:
             protocol.receive_data(data)
         else:
