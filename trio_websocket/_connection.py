@@ -38,10 +38,11 @@ from ._errors import CloseReason, ConnectionClosed
 from ._iterators import BytesLike, Chunks, Fragments, Messages, chunk_iterator
 from ._keepalive import keep_alive
 from ._locks import WriteLock
-from ._queue import Fragment, Message, MessageQueue
+from ._queue import Fragment, Item, Message, MessageQueue
 from ._settings import Settings
 from ._stats import ConnectionStats, Counters
 from ._transport import size_reads, transport_for
+from ._turns import ReadTurns
 from ._url import Endpoint, stream_endpoint
 
 if TYPE_CHECKING:
@@ -109,6 +110,12 @@ class WebSocketConnection(trio.abc.AsyncResource):
         self._close_timed_out = False
         self._reader_scope = trio.CancelScope()
         self._reader_done = trio.Event()
+        self._input_ended = False
+        self._turns = (
+            ReadTurns(self._reader_needed)
+            if self._transport.receive_is_cancel_safe
+            else None
+        )
 
     def _start(self, nursery: trio.Nursery, early_events: Sequence[Event]) -> None:
         """Start the background tasks, once the handshake is complete."""
@@ -227,12 +234,29 @@ class WebSocketConnection(trio.abc.AsyncResource):
             await self._skip_unfinished_message()
         item = self._queue.get_nowait()
         if item is None and not self._closing_locally:
-            item = await self._queue.get()
+            turns = self._turns
+            if turns is not None and turns.consumer_may_read:
+                item = await self._read_for_item(turns)
+            else:
+                item = await self._queue.get()
         if item is None or self._closing_locally:
             raise ConnectionClosed(self._close_reason)
         if isinstance(item, Fragment):
             self._mid_message = not item.last
         return item
+
+    async def _read_for_item(self, turns: ReadTurns) -> Item | None:
+        """Read the network in the consumer's own task until an item arrives.
+
+        See :mod:`._turns`: this saves the reader task's wake-up per message.
+        """
+        with turns.consumer_turn():
+            while not self._reader_needed():
+                await self._receive()
+                item = self._queue.get_nowait()
+                if item is not None:
+                    return item
+        return await self._queue.get()
 
     async def _skip_unfinished_message(self) -> None:
         # A consumer that stopped iterating get_fragments() left the rest of
@@ -332,6 +356,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         answered = self._pings[payload] = trio.Event()
         try:
             await self._send(self._protocol.send_ping, payload)
+            self._wake_reader()  # the pong must be read even if nobody reads
             sent_at = trio.current_time()
             await answered.wait()
             if self._pings.get(payload) is not answered:
@@ -483,6 +508,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
                 return
             self._protocol.send_close(code, reason or "")
             self._set_close_deadline()
+            self._wake_reader()
             with contextlib.suppress(ConnectionClosed):  # the peer is gone
                 await self._write_pending()
 
@@ -520,9 +546,9 @@ class WebSocketConnection(trio.abc.AsyncResource):
         try:
             with self._reader_scope:
                 # Frames that arrived along with the handshake.
-                await self._process(early_events)
-                while await self._read_once():
-                    pass
+                self._handle_events(early_events)
+                await self._answer()
+                await self._read_until_end()
             self._close_timed_out = (
                 self._reader_scope.cancelled_caught
                 and trio.current_time() >= self._reader_scope.deadline
@@ -548,9 +574,35 @@ class WebSocketConnection(trio.abc.AsyncResource):
             "%s: closed by %s, %d %s%s", self, by, reason.code, reason.name, text
         )
 
-    async def _read_once(self) -> bool:
-        """Read and handle one chunk; return False once the stream ended."""
-        await self._queue.wait_for_room()
+    async def _read_until_end(self) -> None:
+        turns = self._turns
+        while not self._input_ended:
+            await self._queue.wait_for_room()
+            await self._receive()
+            if turns is not None and self._queue.feeds_every_waiter:
+                # Consumers are reading: let them read the socket themselves.
+                await self._answer()
+                await turns.doze()
+            await self._answer()
+
+    def _reader_needed(self) -> bool:
+        """Whether only the reader task can make progress (see ``_turns``)."""
+        protocol = self._protocol
+        return bool(
+            self._input_ended
+            or self._closing_locally
+            or protocol.state is not OPEN
+            or protocol.writes
+            or self._pings
+            or self._queue.starving
+        )
+
+    def _wake_reader(self) -> None:
+        if self._turns is not None:
+            self._turns.wake_reader()
+
+    async def _receive(self) -> None:
+        """Read one chunk from the network and handle the frames in it."""
         try:
             data = await self._transport.receive(self._read_size)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -559,10 +611,10 @@ class WebSocketConnection(trio.abc.AsyncResource):
         if data:
             self._protocol.receive_data(data)
         else:
+            self._input_ended = True
             self._protocol.receive_eof()
         self._size_next_read()
-        await self._process(self._protocol.events_received())
-        return bool(data)
+        self._handle_events(self._protocol.events_received())
 
     def _size_next_read(self) -> None:
         # While a frame larger than receive_buffer_size arrives, read the rest
@@ -573,12 +625,15 @@ class WebSocketConnection(trio.abc.AsyncResource):
         missing = self._engine_input.missing
         self._read_size = min(missing, _LARGEST_READ) if missing > base else base
 
-    async def _process(self, events: Sequence[Event]) -> None:
+    def _handle_events(self, events: Sequence[Event]) -> None:
         for event in events:
             self._handle_frame(cast("Frame", event))
         if self._protocol.state is not OPEN:
             self._note_close_reason()
             self._set_close_deadline()
+
+    async def _answer(self) -> None:
+        """Write what the engine queued while reading (pongs, close frames)."""
         # Most reads need no answer (only pings and closes do): then there is
         # no lock to take and no reason to yield before reading again.
         chunks = self._protocol.data_to_send()

@@ -61,6 +61,16 @@ class MessageQueue:
         if self._consumers:
             self._consumers.unpark()
 
+    @property
+    def starving(self) -> bool:
+        """True when more tasks wait in :meth:`get` than there are items."""
+        return self._waiting > len(self)
+
+    @property
+    def feeds_every_waiter(self) -> bool:
+        """True when tasks wait in :meth:`get` and each has an item coming."""
+        return 0 < self._waiting <= len(self)
+
     def has_room(self) -> bool:
         """Whether the reader may read more from the network."""
         return (

@@ -40,6 +40,10 @@ _BROKEN = frozenset(
 class StreamTransport:
     """The general case: delegate to the stream's own methods."""
 
+    # Whether a cancelled receive() never loses data, so that any task may
+    # read (a TLS stream cancelled mid-record cannot promise that).
+    receive_is_cancel_safe = False
+
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
         self.closed = False
@@ -68,6 +72,8 @@ class StreamTransport:
 class SocketTransport(StreamTransport):
     """Plain TCP: system calls on the descriptor, parking only when needed."""
 
+    receive_is_cancel_safe = True
+
     def __init__(self, stream: trio.SocketStream) -> None:
         super().__init__(stream)
         self._socket = stream.socket
@@ -93,8 +99,9 @@ class SocketTransport(StreamTransport):
         size = max_bytes or 65536
         data = _system_call(os.read, self._fileno(), size)
         if data is not None:
-            # Data without waiting: yield once so a flood cannot starve others.
-            await trio.lowlevel.checkpoint()
+            # Data without waiting: yield once so a flood cannot starve others,
+            # but never raise Cancelled, which would lose what was read.
+            await trio.lowlevel.cancel_shielded_checkpoint()
             return data
         while data is None:  # None again after a spurious wake-up
             await trio.lowlevel.wait_readable(self._socket)

@@ -1,0 +1,96 @@
+"""Who reads the socket: the reader task, or the consumer waiting for a message.
+
+A connection needs a reader task, so that pings are answered and a close is
+noticed while nobody calls ``get_message``. But when somebody does wait for a
+message, the reader task is a detour: the network wakes the reader, the reader
+wakes the consumer, and that second wake-up costs about as much as everything
+else a small message needs. So on plain TCP sockets the two take turns:
+
+* While the reader task has the socket, a consumer waits on the message queue
+  as usual. When a read hands messages to every waiting consumer, the reader
+  *dozes*: it leaves the socket to them.
+* A consumer that finds the queue empty while the reader dozes reads the
+  socket itself, feeds the engine, and returns the first message. Control
+  frames it reads are handled as the reader would handle them, except that
+  anything needing a write (a pong, the answer to a close) wakes the reader
+  to write it, so a consumer's cancellation can never cut a frame in half.
+* The reader wakes up when it is needed: a consumer waits while another
+  reads, a ping waits for its pong, the connection is closing, the input
+  ended, or the engine has frames to send. It also wakes up when consumers
+  have not read for :data:`QUIET_INTERVAL` seconds, so an application that
+  stops reading still answers pings. While a consumer is blocked reading,
+  the reader sleeps without a deadline: an idle connection costs no
+  wake-ups.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import trio
+
+# How long consumers may go without reading before the reader task takes the
+# socket back; also the most a ping or close from the peer waits for an
+# answer while the application is busy between two get_message() calls.
+QUIET_INTERVAL = 0.05
+
+
+class ReadTurns:
+    """Takes turns at the socket between the reader task and consumers."""
+
+    def __init__(self, reader_needed: Callable[[], bool]) -> None:
+        self._reader_needed = reader_needed
+        self.consumer_reading = False
+        self._dozing = False
+        self._reads = 0  # consumer reads finished, to tell a quiet interval
+        self._doze_scope = trio.CancelScope()
+
+    @property
+    def consumer_may_read(self) -> bool:
+        """True when the socket is free for a consumer to read."""
+        return self._dozing and not self.consumer_reading
+
+    @contextmanager
+    def consumer_turn(self) -> Iterator[None]:
+        """Mark a consumer's reads; wake the reader afterwards if needed."""
+        self.consumer_reading = True
+        try:
+            yield
+        finally:
+            self.consumer_reading = False
+            self._reads += 1
+            if self._dozing:
+                self._after_consumer_turn()
+
+    def _after_consumer_turn(self) -> None:
+        if self._reader_needed():
+            self._doze_scope.cancel()
+        elif self._doze_scope.deadline == math.inf:
+            # Start the quiet interval; later reads only add to the count.
+            self._doze_scope.deadline = trio.current_time() + QUIET_INTERVAL
+
+    def wake_reader(self) -> None:
+        """Make a dozing reader look again at whether it is needed."""
+        if self._dozing:
+            self._doze_scope.cancel()
+
+    async def doze(self) -> None:
+        """Leave the socket to consumers until the reader task is needed."""
+        self._dozing = True
+        try:
+            reads = -1
+            while True:
+                if self.consumer_reading:
+                    deadline = math.inf  # its turn ends with a deadline or a wake
+                elif self._reader_needed() or reads == self._reads:
+                    return
+                else:
+                    deadline = trio.current_time() + QUIET_INTERVAL
+                reads = self._reads
+                self._doze_scope = trio.CancelScope(deadline=deadline)
+                with self._doze_scope:
+                    await trio.sleep_forever()
+        finally:
+            self._dozing = False
