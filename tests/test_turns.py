@@ -1,0 +1,270 @@
+"""Consumers that read the socket themselves (``_turns.py``), over real TCP.
+
+After the first message, a consumer waiting in ``get_message`` reads the
+socket in its own task while the reader task dozes. These tests check that
+nothing a reader task guarantees is lost on that path: pings are answered
+whether or not anybody reads, closes and aborts reach the waiting consumer,
+cancellation loses no data, several consumers share the messages, and bad
+frames still get their close code.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+
+import pytest
+import trio
+import trio.testing
+from test_bad_input import (
+    HOST,
+    LIMIT,
+    SERVER_BAD_FRAMES,
+    TEST_BOUND,
+    TEXT,
+    frame,
+    upgraded_raw_client,
+)
+
+from trio_websocket import (
+    CloseReason,
+    ConnectionClosed,
+    WebSocketConnection,
+    WebSocketRequest,
+    open_websocket,
+    serve_websocket,
+)
+
+Pair = tuple[WebSocketConnection, WebSocketConnection]
+
+
+@asynccontextmanager
+async def tcp_pair() -> AsyncIterator[Pair]:
+    """A (server, client) pair of connections over loopback TCP."""
+    accepted: trio.MemorySendChannel[WebSocketConnection]
+    accepted, receive = trio.open_memory_channel(1)
+
+    async def handler(request: WebSocketRequest) -> None:
+        await accepted.send(await request.accept())
+        await trio.sleep_forever()
+
+    with trio.fail_after(TEST_BOUND):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(serve_websocket, handler, HOST, 0, None)
+            async with open_websocket(HOST, server.port, "/", use_ssl=False) as client:
+                yield await receive.receive(), client
+            nursery.cancel_scope.cancel()
+
+
+async def hand_over(server: WebSocketConnection, client: WebSocketConnection) -> None:
+    """Pass one message, so the server's consumer reads the socket from now on."""
+    await client.send_message("first")
+    assert await server.get_message() == "first"
+
+
+def reads_itself(connection: WebSocketConnection) -> bool:
+    turns = connection._turns
+    return turns is not None and turns.consumer_reading
+
+
+async def test_after_the_first_message_the_consumer_reads_the_socket() -> None:
+    async with tcp_pair() as (server, client), trio.open_nursery() as nursery:
+        await hand_over(server, client)
+        received: list[str | bytes] = []
+
+        async def consume() -> None:
+            received.append(await server.get_message())
+
+        nursery.start_soon(consume)
+        await trio.testing.wait_all_tasks_blocked()
+        assert reads_itself(server)
+        await client.send_message(b"second")
+    assert received == [b"second"]
+    assert not reads_itself(server)
+
+
+async def test_a_ping_is_answered_while_the_consumer_waits() -> None:
+    async with tcp_pair() as (server, client), trio.open_nursery() as nursery:
+        await hand_over(server, client)
+        received: list[str | bytes] = []
+
+        async def consume() -> None:
+            received.append(await server.get_message())
+
+        nursery.start_soon(consume)
+        await trio.testing.wait_all_tasks_blocked()
+        await client.ping(b"waiting")
+        await client.send_message("after the ping")
+    assert received == ["after the ping"]
+
+
+async def test_a_ping_is_answered_while_the_application_does_not_read() -> None:
+    async with tcp_pair() as (server, client):
+        await hand_over(server, client)
+        # Nobody calls get_message now: the reader task must take over.
+        await client.ping(b"busy")
+        await client.send_message("later")
+        assert await server.get_message() == "later"
+
+
+async def test_our_ping_completes_while_the_consumer_reads() -> None:
+    async with tcp_pair() as (server, client), trio.open_nursery() as nursery:
+        await hand_over(server, client)
+        nursery.start_soon(server.get_message)
+        await trio.testing.wait_all_tasks_blocked()
+        await server.ping(b"from the server")
+        assert server.stats.last_ping_rtt is not None
+        await client.send_message("done")
+
+
+async def test_cancelled_reads_lose_no_message() -> None:
+    count = 300
+    rng = random.Random(6455)
+    async with tcp_pair() as (server, client), trio.open_nursery() as nursery:
+        await hand_over(server, client)
+
+        async def produce() -> None:
+            for index in range(count):
+                await client.send_message(str(index))
+                if index % 7 == 0:
+                    await trio.sleep(0.001)
+
+        nursery.start_soon(produce)
+        received: list[str | bytes] = []
+        while len(received) < count:
+            # Deadlines short enough that many reads are cancelled midway.
+            with trio.move_on_after(rng.choice([0, 0.0002, 0.001, 0.01])):
+                received.append(await server.get_message())
+    assert received == [str(index) for index in range(count)]
+
+
+async def test_two_consumers_share_the_messages() -> None:
+    count = 100
+    async with tcp_pair() as (server, client):
+        await hand_over(server, client)
+        received: list[list[str | bytes]] = [[], []]
+
+        async def consume(mine: list[str | bytes]) -> None:
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    mine.append(await server.get_message())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(consume, received[0])
+            nursery.start_soon(consume, received[1])
+            await trio.testing.wait_all_tasks_blocked()
+            for index in range(count):
+                await client.send_message(str(index))
+                if index % 10 == 0:
+                    await trio.sleep(0.001)
+            await client.aclose(4000, "that is all")
+    both = received[0] + received[1]
+    assert sorted(both, key=int) == [str(index) for index in range(count)]
+    # Each consumer saw its own share in order.
+    for mine in received:
+        assert mine == sorted(mine, key=int)
+
+
+async def test_a_local_close_reaches_the_consumer_reading() -> None:
+    async with tcp_pair() as (server, client), trio.open_nursery() as nursery:
+        await hand_over(server, client)
+        outcome: list[CloseReason | None] = []
+
+        async def consume() -> None:
+            with pytest.raises(ConnectionClosed) as caught:
+                await server.get_message()
+            outcome.append(caught.value.reason)
+
+        nursery.start_soon(consume)
+        await trio.testing.wait_all_tasks_blocked()
+        await server.aclose(4001, "server leaves")
+        with pytest.raises(ConnectionClosed):
+            await client.get_message()
+    assert [reason.code if reason else None for reason in outcome] == [4001]
+    assert client.closed is not None and client.closed.code == 4001
+
+
+async def test_a_peer_close_reaches_the_consumer_reading() -> None:
+    async with tcp_pair() as (server, client), trio.open_nursery() as nursery:
+        await hand_over(server, client)
+
+        async def consume() -> None:
+            with pytest.raises(ConnectionClosed) as caught:
+                await server.get_message()
+            assert caught.value.reason is not None
+            assert caught.value.reason.code == 4002
+
+        nursery.start_soon(consume)
+        await trio.testing.wait_all_tasks_blocked()
+        await client.aclose(4002, "client leaves")
+    assert server.closed == CloseReason(4002, "client leaves")
+
+
+async def test_a_vanishing_peer_reaches_the_consumer_reading() -> None:
+    async with tcp_pair() as (server, client), trio.open_nursery() as nursery:
+        await hand_over(server, client)
+
+        async def consume() -> None:
+            with pytest.raises(ConnectionClosed):
+                await server.get_message()
+
+        nursery.start_soon(consume)
+        await trio.testing.wait_all_tasks_blocked()
+        await client._transport.aclose_forcefully()  # no close frame
+    assert server.closed is not None and server.closed.code == 1006
+
+
+async def test_the_reader_takes_back_a_socket_nobody_reads() -> None:
+    async with tcp_pair() as (server, client):
+        await hand_over(server, client)
+        # The peer closes while the application does something else; the
+        # reader task notices, answers, and the connection closes cleanly.
+        await client.aclose(1000, "bye")
+        assert client.closed == CloseReason(1000, "bye")
+        with pytest.raises(ConnectionClosed):
+            await server.get_message()
+        assert server.closed == CloseReason(1000, "bye")
+
+
+@pytest.mark.parametrize(("bad_bytes", "code"), SERVER_BAD_FRAMES)
+async def test_bad_frames_read_by_the_consumer_get_their_close_code(
+    nursery: trio.Nursery, bad_bytes: bytes, code: int
+) -> None:
+    outcomes: list[str | bytes | CloseReason | None] = []
+    handled = trio.Event()
+
+    async def handler(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        try:
+            while True:
+                outcomes.append(await ws.get_message())
+        except ConnectionClosed as exc:
+            outcomes.append(exc.reason)
+        handled.set()
+
+    server = await nursery.start(
+        partial(serve_websocket, handler, HOST, 0, None, max_message_size=LIMIT)
+    )
+    with trio.fail_after(TEST_BOUND):
+        async with upgraded_raw_client(server.port) as peer:
+            await peer.stream.send_all(frame(TEXT, b"fine"))
+            await trio.testing.wait_all_tasks_blocked()
+            await peer.stream.send_all(bad_bytes)
+            assert await peer.read_close_code(masked=False) == code
+            assert await peer.read_to_eof() == b""
+        await handled.wait()
+    assert outcomes[0] == "fine"
+    assert isinstance(outcomes[1], CloseReason) and outcomes[1].code == code
+
+
+async def test_large_messages_arrive_whole_when_the_consumer_reads() -> None:
+    payload = bytes(range(256)) * 4096  # 1 MiB
+    async with tcp_pair() as (server, client), trio.open_nursery() as nursery:
+        await hand_over(server, client)
+        nursery.start_soon(client.send_message, payload)
+        assert await server.get_message() == payload
+        text = "é" * 100_000
+        nursery.start_soon(client.send_message, text)
+        assert await server.get_message() == text
