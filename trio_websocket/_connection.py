@@ -250,12 +250,15 @@ class WebSocketConnection(trio.abc.AsyncResource):
 
         See :mod:`._turns`: this saves the reader task's wake-up per message.
         """
-        with turns.consumer_turn():
+        turns.start_consumer_turn()
+        try:
             while not self._reader_needed():
                 await self._receive()
                 item = self._queue.get_nowait()
                 if item is not None:
                     return item
+        finally:
+            turns.end_consumer_turn()
         return await self._queue.get()
 
     async def _skip_unfinished_message(self) -> None:
@@ -293,7 +296,10 @@ class WebSocketConnection(trio.abc.AsyncResource):
             send, payload = self._protocol.send_binary, _byte_view(message)
         else:
             raise ValueError(f"cannot send a message of type {type(message)!r}")
-        async with self._message_lock:
+        if self._message_lock.locked():  # wait for the end of a fragmented one
+            async with self._message_lock:
+                await self._send(self._frame_data, send, payload, True, compress)
+        else:  # a single frame cannot land inside another message
             await self._send(self._frame_data, send, payload, True, compress)
         counters = self._counters
         counters.messages_sent += 1
@@ -388,7 +394,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         async with self._write_lock:
             self._check_can_send()
             frame(*args)
-            await self._write_pending()
+            await self._write_chunks(self._protocol.data_to_send())
 
     def _frame_data(
         self,

@@ -16,6 +16,10 @@ class WriteLock:
         self._held = False
         self._waiters: trio.lowlevel.ParkingLot | None = None  # made when needed
 
+    def locked(self) -> bool:
+        """Whether a task holds the lock."""
+        return self._held
+
     async def __aenter__(self) -> None:
         if self._held:
             if self._waiters is None:

@@ -29,6 +29,8 @@ from websockets.streams import StreamReader
 _Arg = TypeVar("_Arg")
 _Result = TypeVar("_Result")
 
+# Reads at least this large copy through a memoryview rather than a slice.
+_COPY_THROUGH_VIEW = 4096
 # A writer yields to the scheduler at least once every this many writes.
 _WRITES_PER_YIELD = 32
 # errno values that mean the peer is gone rather than a bug of ours.
@@ -111,22 +113,20 @@ class SocketTransport(StreamTransport):
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Write everything, waiting for buffer space only when it runs out."""
         await trio.lowlevel.checkpoint_if_cancelled()
-        view = memoryview(data)
-        waited = False
-        while view:
-            sent = _system_call(os.write, self._fileno(), view)
-            if sent is None:
-                await trio.lowlevel.wait_writable(self._socket)
-                waited = True
-            else:
-                view = view[sent:]
-        if waited:
-            self._writes_without_yield = 0
+        sent = _system_call(os.write, self._fileno(), data)
+        if sent == len(data):  # the common case: the kernel took it all
+            self._writes_without_yield += 1
+            if self._writes_without_yield >= _WRITES_PER_YIELD:
+                self._writes_without_yield = 0
+                await trio.lowlevel.cancel_shielded_checkpoint()
             return
-        self._writes_without_yield += 1
-        if self._writes_without_yield >= _WRITES_PER_YIELD:
-            self._writes_without_yield = 0
-            await trio.lowlevel.cancel_shielded_checkpoint()
+        view = memoryview(data)[sent or 0 :]
+        while view:
+            await trio.lowlevel.wait_writable(self._socket)
+            sent = _system_call(os.write, self._fileno(), view)
+            if sent is not None:
+                view = view[sent:]
+        self._writes_without_yield = 0
 
 
 def _system_call(
@@ -186,8 +186,11 @@ class SizingReader(StreamReader):
             if self.eof:
                 raise EOFError(f"stream ended {n - len(buffer)} bytes short")
             yield
-        with memoryview(buffer) as view, view[:n] as head:
-            data = bytes(head)
+        if n < _COPY_THROUGH_VIEW:
+            data = bytes(buffer[:n])
+        else:  # one copy instead of two
+            with memoryview(buffer) as view, view[:n] as head:
+                data = bytes(head)
         del buffer[:n]
         return data
 

@@ -17,24 +17,26 @@ else a small message needs. So on plain TCP sockets the two take turns:
 * The reader wakes up when it is needed: a consumer waits while another
   reads, a ping waits for its pong, the connection is closing, the input
   ended, or the engine has frames to send. It also wakes up when consumers
-  have not read for :data:`QUIET_INTERVAL` seconds, so an application that
-  stops reading still answers pings. While a consumer is blocked reading,
-  the reader sleeps without a deadline: an idle connection costs no
-  wake-ups.
+  have not read for a while (:data:`QUIET_INTERVAL` at first, growing while
+  they keep reading), so an application that stops reading still answers
+  pings within about a second. While a consumer is blocked reading, the
+  reader sleeps without a deadline: an idle connection costs no wake-ups.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import trio
 
 # How long consumers may go without reading before the reader task takes the
-# socket back; also the most a ping or close from the peer waits for an
-# answer while the application is busy between two get_message() calls.
-QUIET_INTERVAL = 0.05
+# socket back. Each wake-up of a dozing reader costs about as much as a small
+# message, so while consumers keep reading the interval doubles, up to the
+# longest; twice that is the most a ping or close from the peer can wait for
+# an answer while the application is busy between two get_message() calls.
+QUIET_INTERVAL = 0.1
+LONGEST_QUIET_INTERVAL = 0.5
 
 
 class ReadTurns:
@@ -52,17 +54,16 @@ class ReadTurns:
         """True when the socket is free for a consumer to read."""
         return self._dozing and not self.consumer_reading
 
-    @contextmanager
-    def consumer_turn(self) -> Iterator[None]:
-        """Mark a consumer's reads; wake the reader afterwards if needed."""
+    def start_consumer_turn(self) -> None:
+        """A consumer starts reading the socket (see :attr:`consumer_may_read`)."""
         self.consumer_reading = True
-        try:
-            yield
-        finally:
-            self.consumer_reading = False
-            self._reads += 1
-            if self._dozing:
-                self._after_consumer_turn()
+
+    def end_consumer_turn(self) -> None:
+        """The consumer stopped reading; wake the reader if it is needed."""
+        self.consumer_reading = False
+        self._reads += 1
+        if self._dozing:
+            self._after_consumer_turn()
 
     def _after_consumer_turn(self) -> None:
         if self._reader_needed():
@@ -81,14 +82,21 @@ class ReadTurns:
         self._dozing = True
         try:
             reads = -1
+            interval = QUIET_INTERVAL
             while True:
+                active = reads != self._reads
                 if self.consumer_reading:
-                    deadline = math.inf  # its turn ends with a deadline or a wake
-                elif self._reader_needed() or reads == self._reads:
-                    return
+                    # Reading for a whole interval means idle: sleep until its
+                    # turn ends (which sets a deadline) or somebody wakes us.
+                    deadline = interval if active else math.inf
+                elif active and not self._reader_needed():
+                    deadline = interval
                 else:
-                    deadline = trio.current_time() + QUIET_INTERVAL
+                    return
+                if active:  # consumers keep reading: look less often
+                    interval = min(2 * interval, LONGEST_QUIET_INTERVAL)
                 reads = self._reads
+                deadline += trio.current_time()
                 self._doze_scope = trio.CancelScope(deadline=deadline)
                 with self._doze_scope:
                     await trio.sleep_forever()
