@@ -224,19 +224,23 @@ async def start_raw_server(nursery: trio.Nursery, behaviour: RawBehaviour) -> in
     return port
 
 
-async def raw_upgrade(peer: RawPeer) -> None:
-    """The raw server's side of a valid handshake."""
-    head = await peer.read_head()
+def upgrade_response(request_head: bytes) -> bytes:
+    """A valid 101 answer to the handshake request ``request_head``."""
     key = next(
         line.split(b":", 1)[1].strip()
-        for line in head.split(b"\r\n")
+        for line in request_head.split(b"\r\n")
         if line.lower().startswith(b"sec-websocket-key:")
     )
-    await peer.stream.send_all(
+    return (
         b"HTTP/1.1 101 Switching Protocols\r\n"
         b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
         b"Sec-WebSocket-Accept: " + accept_key(key) + b"\r\n\r\n"
     )
+
+
+async def raw_upgrade(peer: RawPeer) -> None:
+    """The raw server's side of a valid handshake."""
+    await peer.stream.send_all(upgrade_response(await peer.read_head()))
 
 
 # -- Our server, recorded ----------------------------------------------------

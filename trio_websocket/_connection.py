@@ -35,6 +35,7 @@ from websockets.protocol import OPEN, SEND_EOF, Protocol, Side
 
 from ._assembler import Assembler, InvalidMessage
 from ._errors import CloseReason, ConnectionClosed
+from ._handshake import release_handshake
 from ._iterators import BytesLike, Chunks, Fragments, Messages, chunk_iterator
 from ._keepalive import keep_alive
 from ._locks import WriteLock
@@ -88,6 +89,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         self._stream = stream
         self._transport = transport_for(stream)
         self._read_size = settings.receive_buffer_size or _DEFAULT_READ
+        release_handshake(protocol)
         self._engine_input = size_reads(protocol)
         self._protocol = protocol
         self._settings = settings

@@ -1,0 +1,133 @@
+"""Frames that arrive in the same read as the handshake, over real TCP.
+
+A peer may send its first frames right behind its handshake, so one read
+can hold the end of the HTTP message, whole frames and part of a frame.
+Those frames must be delivered, and the partial one completed, on both
+sides. Once the handshake is over the engine's parser is replaced, so that
+the parsed HTTP message is not kept alive for the whole connection; these
+tests also check that this happens only where it is safe.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import pytest
+import trio
+from test_bad_input import (
+    BINARY,
+    CLOSE,
+    HOST,
+    TEST_BOUND,
+    TEXT,
+    RawPeer,
+    frame,
+    raw_client,
+    start_raw_server,
+    upgrade_request,
+    upgrade_response,
+)
+from websockets.protocol import Protocol
+
+from trio_websocket import (
+    WebSocketConnection,
+    WebSocketRequest,
+    open_websocket,
+    serve_websocket,
+)
+
+WHOLE = frame(TEXT, b"one", masked=False)
+PARTIAL = frame(BINARY, b"two" * 100, masked=False)
+
+
+def parses_frames_only(connection: WebSocketConnection) -> bool:
+    """Whether the engine's parser is a fresh frame parser."""
+    parser: Any = connection._protocol.parser
+    return parser.gi_code is Protocol.parse.__code__
+
+
+async def serve_then_send(split: int, peer: RawPeer) -> None:
+    """Answer the handshake and, in the same write, the first frames."""
+    head = await peer.read_head()
+    await peer.stream.send_all(upgrade_response(head) + WHOLE + PARTIAL[:split])
+    await trio.sleep(0.05)
+    await peer.stream.send_all(PARTIAL[split:])
+    await answer_close(peer, masked=True)
+
+
+async def answer_close(peer: RawPeer, *, masked: bool) -> None:
+    """Wait for the close frame and send it back, as a polite peer would."""
+    opcode, payload = await peer.read_frame(masked=masked)
+    assert opcode == CLOSE
+    await peer.stream.send_all(frame(CLOSE, payload, masked=not masked))
+
+
+@pytest.mark.parametrize("split", [4, 10], ids=["after-header", "in-payload"])
+async def test_client_receives_frames_sent_with_the_response(
+    nursery: trio.Nursery, split: int
+) -> None:
+    # The engine has already taken the second frame's header (4 bytes), so
+    # its parser must be kept, whether or not payload bytes are buffered.
+    port = await start_raw_server(nursery, partial(serve_then_send, split))
+    with trio.fail_after(TEST_BOUND):
+        async with open_websocket(HOST, port, "/", use_ssl=False) as ws:
+            assert not parses_frames_only(ws)
+            assert await ws.get_message() == "one"
+            assert await ws.get_message() == b"two" * 100
+
+
+async def test_client_replaces_the_parser_between_frames(
+    nursery: trio.Nursery,
+) -> None:
+    port = await start_raw_server(nursery, partial(serve_then_send, 0))
+    with trio.fail_after(TEST_BOUND):
+        async with open_websocket(HOST, port, "/", use_ssl=False) as ws:
+            assert parses_frames_only(ws)
+            assert await ws.get_message() == "one"
+            assert await ws.get_message() == b"two" * 100
+
+
+async def test_server_receives_frames_sent_with_the_request(
+    nursery: trio.Nursery,
+) -> None:
+    received: list[str | bytes] = []
+    fresh_parser: list[bool] = []
+
+    async def handler(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        fresh_parser.append(parses_frames_only(ws))
+        received.append(await ws.get_message())
+        received.append(await ws.get_message())
+        await ws.aclose()
+
+    server = await nursery.start(serve_websocket, handler, HOST, 0, None)
+    whole, partial_frame = frame(TEXT, b"one"), frame(BINARY, b"two" * 100)
+    with trio.fail_after(TEST_BOUND):
+        async with raw_client(server.port) as peer:
+            await peer.stream.send_all(upgrade_request() + whole + partial_frame[:9])
+            assert b" 101 " in await peer.read_head()
+            await trio.sleep(0.05)
+            await peer.stream.send_all(partial_frame[9:])
+            await answer_close(peer, masked=False)
+            assert await peer.read_to_eof() == b""
+    assert received == ["one", b"two" * 100]
+    assert fresh_parser == [False]
+
+
+async def test_server_replaces_the_parser_after_a_plain_request(
+    nursery: trio.Nursery,
+) -> None:
+    fresh_parser: list[bool] = []
+
+    async def handler(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        fresh_parser.append(parses_frames_only(ws))
+        await ws.send_message(await ws.get_message())
+
+    server = await nursery.start(serve_websocket, handler, HOST, 0, None)
+    with trio.fail_after(TEST_BOUND):
+        async with open_websocket(HOST, server.port, "/", use_ssl=False) as ws:
+            await ws.send_message("echo")
+            assert await ws.get_message() == "echo"
+    assert fresh_parser == [True]
