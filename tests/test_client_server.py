@@ -264,7 +264,13 @@ async def test_subprotocol_headers_path_and_endpoints(nursery: trio.Nursery) -> 
     url = server_url(server, "/some/path?q=1&r=two")
     with trio.fail_after(TIMEOUT):
         async with open_websocket_url(
-            url, subprotocols=["a", "b"], extra_headers=[(b"X-Client", b"hello")]
+            url,
+            subprotocols=["a", "b"],
+            extra_headers=[
+                (b"X-Client", b"hello"),
+                (b"X-Time", b"12:30:05"),  # colons survive the packed form
+                (b"X-Empty", b""),
+            ],
         ) as client:
             request, server_side = await holder.next()
 
@@ -272,7 +278,9 @@ async def test_subprotocol_headers_path_and_endpoints(nursery: trio.Nursery) -> 
             assert client.subprotocol == server_side.subprotocol == "b"
 
             assert (b"x-client", b"hello") in request.headers
-            assert (b"x-client", b"hello") in server_side.handshake_headers
+            assert (b"x-time", b"12:30:05") in request.headers
+            assert (b"x-empty", b"") in request.headers
+            assert list(server_side.handshake_headers) == request.headers
             assert (b"x-server", b"hi") in client.handshake_headers
 
             assert request.path == server_side.path == "/some/path?q=1&r=two"

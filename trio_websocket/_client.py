@@ -27,6 +27,7 @@ from ._errors import (
 from ._handshake import (
     ENGINE_LOGGER,
     HeaderPairs,
+    PackedHeaders,
     add_extra_headers,
     handshake_lost,
     header_pairs,
@@ -543,7 +544,7 @@ async def _handshake(
         protocol,
         settings,
         path=resource,
-        handshake_headers=header_pairs(response.headers),
+        handshake_headers=PackedHeaders(header_pairs(response.headers)),
     )
     connection._start(nursery, early_frames)
     return connection

@@ -35,7 +35,7 @@ from websockets.protocol import OPEN, SEND_EOF, Protocol, Side
 
 from ._assembler import Assembler, InvalidMessage
 from ._errors import CloseReason, ConnectionClosed
-from ._handshake import release_handshake
+from ._handshake import PackedHeaders, release_handshake
 from ._iterators import BytesLike, Chunks, Fragments, Messages, chunk_iterator
 from ._keepalive import keep_alive
 from ._locks import WriteLock
@@ -83,7 +83,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         settings: Settings,
         *,
         path: str,
-        handshake_headers: Headers,
+        handshake_headers: PackedHeaders,
     ) -> None:
         self._id = next(self.__class__.CONNECTION_ID)
         self._stream = stream
@@ -193,7 +193,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         On a client these are the server's response headers; on a server,
         the client's request headers. Names are lower case.
         """
-        return self._handshake_headers
+        return self._handshake_headers.pairs()
 
     def __str__(self) -> str:
         return f"{'client' if self.is_client else 'server'}-{self._id}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import http
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -21,6 +20,7 @@ from ._errors import CloseReason, ConnectionClosed, HandshakeError
 from ._handshake import (
     ENGINE_LOGGER,
     HeaderPairs,
+    PackedHeaders,
     add_extra_headers,
     header_pairs,
     receive_handshake,
@@ -65,7 +65,8 @@ class WebSocketRequest:
         self._nursery = nursery
         self._stream = stream
         self._protocol = protocol
-        self._request = request
+        self._method, self._path = request.method, request.path
+        self._headers = PackedHeaders(header_pairs(request.headers))
         self._response = response  # dropped once sent
         self._is_upgrade = response is not None
         self._early_frames = early_frames
@@ -83,18 +84,12 @@ class WebSocketRequest:
         Names are lower case; ``Host`` and the offered extensions are
         included.
         """
-        return list(self._header_pairs)
-
-    @functools.cached_property
-    def _header_pairs(self) -> tuple[tuple[bytes, bytes], ...]:
-        # Converted once: the handler, the admission checks and the
-        # connection's handshake_headers all read them.
-        return header_pairs(self._request.headers)
+        return list(self._headers.pairs())
 
     @property
     def method(self) -> str:
         """The HTTP method: ``GET`` for every WebSocket handshake."""
-        return self._request.method
+        return self._method
 
     @property
     def is_upgrade(self) -> bool:
@@ -104,7 +99,7 @@ class WebSocketRequest:
     @property
     def path(self) -> str:
         """The request target: the path and the query string."""
-        return self._request.path
+        return self._path
 
     @property
     def path_params(self) -> dict[str, str]:
@@ -120,8 +115,9 @@ class WebSocketRequest:
         """The subprotocols the client offered, in its order of preference."""
         return tuple(
             subprotocol
-            for value in self._request.headers.get_all("Sec-WebSocket-Protocol")
-            for subprotocol in parse_subprotocol(value)
+            for name, value in self._headers.pairs()
+            if name == b"sec-websocket-protocol"
+            for subprotocol in parse_subprotocol(value.decode("latin-1"))
         )
 
     @property
@@ -168,7 +164,7 @@ class WebSocketRequest:
             self._protocol,
             self._settings,
             path=self.path,
-            handshake_headers=self._header_pairs,
+            handshake_headers=self._headers,
         )
         self._connection._start(self._nursery, early_frames)
         if self._on_accept is not None:
