@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import deque
 from typing import NamedTuple
 
-import trio
+from ._locks import Waiters
 
 Message = str | bytes
 
@@ -40,8 +40,8 @@ class MessageQueue:
         self._max_bytes = max_bytes
         self._bytes = 0
         self._waiting = 0  # tasks inside get()
-        self._consumers: trio.lowlevel.ParkingLot | None = None
-        self._reader: trio.lowlevel.ParkingLot | None = None
+        self._consumers: Waiters | None = None
+        self._reader: Waiters | None = None
         self._closed = False
 
     def __len__(self) -> int:
@@ -81,7 +81,7 @@ class MessageQueue:
         """Park the reader until a consumer makes room (or the queue closes)."""
         while not self._closed and not self.has_room():
             if self._reader is None:
-                self._reader = trio.lowlevel.ParkingLot()
+                self._reader = Waiters()
             await self._reader.park()
 
     def get_nowait(self) -> Item | None:
@@ -102,7 +102,7 @@ class MessageQueue:
             # Count ourselves first: with no room otherwise, a waiting
             # consumer is what lets the reader read.
             if self._consumers is None:
-                self._consumers = trio.lowlevel.ParkingLot()
+                self._consumers = Waiters()
             self._waiting += 1
             try:
                 self._wake_reader_if_room()
