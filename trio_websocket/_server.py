@@ -261,8 +261,8 @@ class WebSocketServer:
             await self._wait_for_clients()
         me = trio.lowlevel.current_task()
         for client in self._clients:
-            if client.task is not me:
-                client.scope.cancel()
+            if client.task is not me and client.nursery is not None:
+                client.nursery.cancel_scope.cancel()
         await self._wait_for_clients()
 
     async def _stop_accepting(self) -> None:
@@ -299,16 +299,22 @@ class WebSocketServer:
         client = _Client()
         self._clients[client] = None
         try:
-            with client.scope:
-                await self._serve(client, stream)
+            # The client's connection runs in this nursery, and shutdown
+            # cancels the client through its scope.
+            async with trio.open_nursery() as nursery:
+                client.nursery = nursery
+                await self._serve(client, nursery, stream)
         except Exception:
             logger.exception("unexpected error while serving a client")
         finally:
+            client.nursery = None
             del self._clients[client]
             self._client_left.set()
             await transport_for(stream).aclose_forcefully()
 
-    async def _serve(self, client: _Client, stream: trio.abc.Stream) -> None:
+    async def _serve(
+        self, client: _Client, nursery: trio.Nursery, stream: trio.abc.Stream
+    ) -> None:
         # Looking up the peer's address costs a system call: only when needed.
         remote = (
             stream_endpoint(stream, remote=True) if self._gate.tracks_addresses else ""
@@ -317,15 +323,10 @@ class WebSocketServer:
             if refusal is not None:
                 await _refuse(stream, refusal)
                 return
-            try:
-                async with trio.open_nursery() as nursery:
-                    client.nursery = nursery
-                    request = await self._admit(nursery, stream, remote)
-                    if request is not None:
-                        request._on_accept = partial(self._accepted, client)
-                        await self._run_handler(request)
-            finally:
-                client.nursery = None
+            request = await self._admit(nursery, stream, remote)
+            if request is not None:
+                request._on_accept = partial(self._accepted, client)
+                await self._run_handler(request)
 
     async def _admit(
         self, nursery: trio.Nursery, stream: trio.abc.Stream, remote: Endpoint | str
@@ -390,12 +391,11 @@ class WebSocketServer:
 class _Client:
     """What a server tracks about one client's task."""
 
-    __slots__ = ("connection", "nursery", "scope", "task")
+    __slots__ = ("connection", "nursery", "task")
 
     def __init__(self) -> None:
         self.task = trio.lowlevel.current_task()
-        self.scope = trio.CancelScope()
-        # The nursery of the client's connection, while it runs.
+        # The nursery of the client's task and connection, while it runs.
         self.nursery: trio.Nursery | None = None
         self.connection: WebSocketConnection | None = None
 
