@@ -120,18 +120,21 @@ class Gate:
         self._connections = 0
         self._handshakes: Counter[str] = Counter()
 
-    @contextmanager
-    def connection(self, remote: Endpoint | str) -> Iterator[Refusal | None]:
-        """Admit a new TCP client or yield why not; hold its slot until exit."""
+    def admit_connection(self, remote: Endpoint | str) -> Refusal | None:
+        """Admit a new TCP client (taking a slot) or return why not.
+
+        An admitted client must give its slot back with
+        :meth:`release_connection`. (Not a context manager: one held open per
+        connection would cost each idle connection a generator frame.)
+        """
         refusal = self._refuse_connection(_ip(remote))
-        if refusal is not None:
-            yield refusal
-            return
-        self._connections += 1
-        try:
-            yield None
-        finally:
-            self._connections -= 1
+        if refusal is None:
+            self._connections += 1
+        return refusal
+
+    def release_connection(self) -> None:
+        """Give back the slot of a client that :meth:`admit_connection` took."""
+        self._connections -= 1
 
     @property
     def tracks_addresses(self) -> bool:

@@ -111,7 +111,8 @@ class WebSocketConnection(trio.abc.AsyncResource):
         self._closing_locally = False
         self._close_timed_out = False
         self._reader_scope = trio.CancelScope()
-        self._reader_done = trio.Event()
+        self._reader_finished = False
+        self._reader_done: trio.Event | None = None  # made for the first waiter
         self._input_ended = False
         self._turns = (
             ReadTurns(self._reader_needed)
@@ -480,7 +481,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         :exc:`ValueError`.
         """
         _check_close(code, reason)
-        if self._reader_done.is_set():  # already closed: nothing to wait for
+        if self._reader_finished:  # already closed: nothing to wait for
             self._closing_locally = True
             self._queue.close(discard=True)
             await trio.lowlevel.checkpoint()  # still a checkpoint, as Trio expects
@@ -488,7 +489,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         try:
             with trio.move_on_after(self._settings.disconnect_timeout) as closing:
                 await self._start_closing(code, reason, discard=True)
-                await self._reader_done.wait()
+                await self._wait_for_reader()
         except BaseException:
             await self._abort()
             raise
@@ -567,8 +568,19 @@ class WebSocketConnection(trio.abc.AsyncResource):
                 self._close_reason = CloseReason(_ABNORMAL, None)
             self._wake_everyone()
             await self._transport.aclose_forcefully()
-            self._reader_done.set()
+            self._reader_finished = True
+            if self._reader_done is not None:
+                self._reader_done.set()
             self._log_close()
+
+    async def _wait_for_reader(self) -> None:
+        """Wait until the reader task has closed the connection."""
+        if self._reader_finished:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._reader_done is None:
+            self._reader_done = trio.Event()
+        await self._reader_done.wait()
 
     def _log_close(self) -> None:
         reason = self._close_reason

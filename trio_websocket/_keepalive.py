@@ -30,7 +30,7 @@ async def keep_alive(
     """
     while True:
         with trio.move_on_after(interval):
-            await connection._reader_done.wait()
+            await connection._wait_for_reader()
             return
         try:
             with trio.fail_after(pong_wait):

@@ -319,14 +319,17 @@ class WebSocketServer:
         remote = (
             stream_endpoint(stream, remote=True) if self._gate.tracks_addresses else ""
         )
-        with self._gate.connection(remote) as refusal:
-            if refusal is not None:
-                await _refuse(stream, refusal)
-                return
+        refusal = self._gate.admit_connection(remote)
+        if refusal is not None:
+            await _refuse(stream, refusal)
+            return
+        try:
             request = await self._admit(nursery, stream, remote)
             if request is not None:
                 request._on_accept = partial(self._accepted, client)
                 await self._run_handler(request)
+        finally:
+            self._gate.release_connection()
 
     async def _admit(
         self, nursery: trio.Nursery, stream: trio.abc.Stream, remote: Endpoint | str

@@ -47,7 +47,7 @@ class ReadTurns:
         self.consumer_reading = False
         self._dozing = False
         self._reads = 0  # consumer reads finished, to tell a quiet interval
-        self._doze_scope = trio.CancelScope()
+        self._doze_scope: trio.CancelScope | None = None  # while dozing
 
     @property
     def consumer_may_read(self) -> bool:
@@ -66,15 +66,17 @@ class ReadTurns:
             self._after_consumer_turn()
 
     def _after_consumer_turn(self) -> None:
+        scope = self._doze_scope
+        assert scope is not None
         if self._reader_needed():
-            self._doze_scope.cancel()
-        elif self._doze_scope.deadline == math.inf:
+            scope.cancel()
+        elif scope.deadline == math.inf:
             # Start the quiet interval; later reads only add to the count.
-            self._doze_scope.deadline = trio.current_time() + QUIET_INTERVAL
+            scope.deadline = trio.current_time() + QUIET_INTERVAL
 
     def wake_reader(self) -> None:
         """Make a dozing reader look again at whether it is needed."""
-        if self._dozing:
+        if self._doze_scope is not None:
             self._doze_scope.cancel()
 
     async def doze(self) -> None:
@@ -102,3 +104,4 @@ class ReadTurns:
                     await trio.sleep_forever()
         finally:
             self._dozing = False
+            self._doze_scope = None
