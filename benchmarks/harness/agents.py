@@ -37,6 +37,14 @@ PEERS = [
         "websockets", "websockets.trio", "websockets-trio", "websockets_trio", "ws"
     ),
     PeerSpec("plain", "plain Trio TCP", "plain-trio", "plain_trio", "plain"),
+    # The floor of any library on this engine: see agents/peer_engine_trio.py.
+    PeerSpec(
+        "engine",
+        "websockets engine on plain Trio",
+        "websockets-trio",
+        "engine_trio",
+        "ws",
+    ),
 ]
 
 
