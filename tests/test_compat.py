@@ -606,15 +606,13 @@ async def test_tls_certificate_failure_is_a_handshake_error_caused_by_tls(
 @pytest.fixture
 def redirect_tcp(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
     """Send every client TCP connection to one local port, whatever the URL."""
-    original = trio.open_tcp_stream
+    from trio_websocket._tcp import open_tcp as original
 
     def redirect(port: int) -> None:
-        async def open_redirected(
-            host: str | bytes, _port: int, **options: Any
-        ) -> trio.SocketStream:
-            return await original(HOST, port, **options)
+        async def open_redirected(host: str, _port: int) -> trio.SocketStream:
+            return await original(HOST, port)
 
-        monkeypatch.setattr(trio, "open_tcp_stream", open_redirected)
+        monkeypatch.setattr("trio_websocket._client.open_tcp", open_redirected)
 
     return redirect
 

@@ -152,12 +152,15 @@ def _describe_connect_error(
 
 
 def _os_error_detail(exc: OSError) -> str:
-    """Trio reports a failed connect as a group of per-address errors."""
+    """Why a connect failed, without the address Trio's messages repeat.
+
+    A connect by host name fails with a group of per-address errors.
+    """
     group: object = getattr(exc.__cause__, "exceptions", ())
     if isinstance(group, tuple):
-        errors = [e for e in group if isinstance(e, OSError)]
-        if errors and errors[0].errno:  # its message repeats the address
-            return os.strerror(errors[0].errno)
+        exc = next((e for e in group if isinstance(e, OSError)), exc)
+    if exc.errno:
+        return os.strerror(exc.errno)
     return exc.strerror or str(exc)
 
 

@@ -44,6 +44,7 @@ from ._settings import (
     ConnectionOptions,
     Settings,
 )
+from ._tcp import open_tcp
 from ._tunnel import open_tunnel
 from ._url import WebSocketURL, host_header, parse_url
 from ._version import __version__
@@ -471,7 +472,7 @@ async def _open_stream(target: _Target, proxy: ProxySetting) -> trio.abc.Stream:
     host, port, use_ssl = target.host, target.port, target.use_ssl
     via = choose_proxy(proxy, host, port, bool(use_ssl))
     if via is None:
-        transport = await trio.open_tcp_stream(host, port)
+        transport = await open_tcp(host, port)
     else:
         transport = await open_tunnel(via, host, port)
     if not use_ssl:

@@ -15,6 +15,7 @@ import trio
 
 from ._errors import ProxyError
 from ._proxy import Proxy, authority, basic_auth
+from ._tcp import open_tcp
 
 # Largest CONNECT response head we read before giving up on the proxy.
 _MAX_RESPONSE_HEAD = 16 * 2**10
@@ -40,7 +41,7 @@ async def open_tunnel(proxy: Proxy, host: str, port: int) -> trio.SocketStream:
     Returns the TCP stream to the proxy, which now carries the tunnel. If the
     proxy refuses, the stream is closed and :exc:`ProxyError` raised.
     """
-    stream = await trio.open_tcp_stream(proxy.host, proxy.port)
+    stream = await open_tcp(proxy.host, proxy.port)
     try:
         reader = _Reader(stream, proxy)
         if proxy.scheme == "http":

@@ -53,10 +53,8 @@ def parse_url(url: object) -> WebSocketURL:
 
 
 def _is_ipv6(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).version == 6
-    except ValueError:
-        return False
+    # No host name or IPv4 address contains a colon.
+    return ":" in host
 
 
 def host_header(host: str, port: int, secure: bool) -> str:

@@ -27,17 +27,20 @@ def _takes_compression(function: Callable[..., Any]) -> bool:
     )
 
 
-def _compression_kwargs(function: Callable[..., Any], on: bool) -> dict[str, Any]:
-    if not _takes_compression(function):
+def _compression_kwargs(supported: bool, on: bool) -> dict[str, Any]:
+    if not supported:
         return {}
     return {"compression": "deflate" if on else None}
 
 
 class TrioWebsocketPeer:
     def __init__(self) -> None:
-        self.supports_compression = _takes_compression(
-            tw.open_websocket
-        ) and _takes_compression(tw.serve_websocket)
+        # Looked up once: inspect.signature costs more than a handshake step.
+        self._client_compression = _takes_compression(tw.open_websocket)
+        self._server_compression = _takes_compression(tw.serve_websocket)
+        self.supports_compression = (
+            self._client_compression and self._server_compression
+        )
 
     def info(self) -> dict[str, Any]:
         return {
@@ -51,7 +54,7 @@ class TrioWebsocketPeer:
     async def connect(
         self, host: str, port: int, *, compression: bool
     ) -> AsyncIterator[Channel]:
-        kwargs = _compression_kwargs(tw.open_websocket, compression)
+        kwargs = _compression_kwargs(self._client_compression, compression)
         async with tw.open_websocket(
             host,
             port,
@@ -78,7 +81,7 @@ class TrioWebsocketPeer:
             except tw.ConnectionClosed:
                 pass
 
-        kwargs = _compression_kwargs(tw.serve_websocket, compression)
+        kwargs = _compression_kwargs(self._server_compression, compression)
         async with trio.open_nursery() as nursery:
             server = await nursery.start(
                 lambda task_status: tw.serve_websocket(
