@@ -69,16 +69,24 @@ def reads_itself(connection: WebSocketConnection) -> bool:
     return turns is not None and turns.consumer_reading
 
 
+async def waiting_consumer(
+    nursery: trio.Nursery, connection: WebSocketConnection
+) -> list[str | bytes]:
+    """Start a task waiting for one message; return the list it will fill."""
+    received: list[str | bytes] = []
+
+    async def consume() -> None:
+        received.append(await connection.get_message())
+
+    nursery.start_soon(consume)
+    await trio.testing.wait_all_tasks_blocked()
+    return received
+
+
 async def test_after_the_first_message_the_consumer_reads_the_socket() -> None:
     async with tcp_pair() as (server, client), trio.open_nursery() as nursery:
         await hand_over(server, client)
-        received: list[str | bytes] = []
-
-        async def consume() -> None:
-            received.append(await server.get_message())
-
-        nursery.start_soon(consume)
-        await trio.testing.wait_all_tasks_blocked()
+        received = await waiting_consumer(nursery, server)
         assert reads_itself(server)
         await client.send_message(b"second")
     assert received == [b"second"]
@@ -88,13 +96,7 @@ async def test_after_the_first_message_the_consumer_reads_the_socket() -> None:
 async def test_a_ping_is_answered_while_the_consumer_waits() -> None:
     async with tcp_pair() as (server, client), trio.open_nursery() as nursery:
         await hand_over(server, client)
-        received: list[str | bytes] = []
-
-        async def consume() -> None:
-            received.append(await server.get_message())
-
-        nursery.start_soon(consume)
-        await trio.testing.wait_all_tasks_blocked()
+        received = await waiting_consumer(nursery, server)
         await client.ping(b"waiting")
         await client.send_message("after the ping")
     assert received == ["after the ping"]
@@ -112,8 +114,7 @@ async def test_a_ping_is_answered_while_the_application_does_not_read() -> None:
 async def test_our_ping_completes_while_the_consumer_reads() -> None:
     async with tcp_pair() as (server, client), trio.open_nursery() as nursery:
         await hand_over(server, client)
-        nursery.start_soon(server.get_message)
-        await trio.testing.wait_all_tasks_blocked()
+        await waiting_consumer(nursery, server)
         await server.ping(b"from the server")
         assert server.stats.last_ping_rtt is not None
         await client.send_message("done")

@@ -52,3 +52,15 @@ class TrioPeer(Protocol):
     ) -> None:
         """Run an echo server on a free port; report the port via task_status."""
         ...
+
+
+async def serve_tcp(
+    handler: Callable[[trio.SocketStream], Awaitable[None]],
+    host: str,
+    task_status: trio.TaskStatus[int],
+) -> None:
+    """Run ``handler`` for every TCP client on a free port; report the port."""
+    listeners = await trio.open_tcp_listeners(0, host=host, backlog=1024)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_listeners, handler, listeners)
+        task_status.started(listeners[0].socket.getsockname()[1])

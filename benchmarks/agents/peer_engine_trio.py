@@ -23,7 +23,7 @@ from websockets.protocol import Protocol
 from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 
-from interface import MAX_MESSAGE_SIZE, Channel, Message
+from interface import MAX_MESSAGE_SIZE, Channel, Message, serve_tcp
 
 
 class EngineStream:
@@ -151,11 +151,7 @@ class EngineTrioPeer:
                 except (EOFError, trio.BrokenResourceError, trio.ClosedResourceError):
                     pass
 
-        listeners = await trio.open_tcp_listeners(0, host=host, backlog=1024)
-        port = listeners[0].socket.getsockname()[1]
-        async with trio.open_nursery() as nursery:
-            await nursery.start(trio.serve_listeners, echo, listeners)
-            task_status.started(port)
+        await serve_tcp(echo, host, task_status)
 
 
 def create() -> EngineTrioPeer:

@@ -15,7 +15,7 @@ from typing import Any
 
 import trio
 
-from interface import Channel, Message
+from interface import Channel, Message, serve_tcp
 
 HEADER = struct.Struct("!BI")
 TEXT, BINARY = 1, 2
@@ -95,11 +95,7 @@ class PlainTrioPeer:
             finally:
                 await stream.aclose()
 
-        listeners = await trio.open_tcp_listeners(0, host=host, backlog=1024)
-        port = listeners[0].socket.getsockname()[1]
-        async with trio.open_nursery() as nursery:
-            await nursery.start(trio.serve_listeners, echo, listeners)
-            task_status.started(port)
+        await serve_tcp(echo, host, task_status)
 
 
 def create() -> PlainTrioPeer:
