@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 Headers = tuple[tuple[bytes, bytes], ...]
 
 _ABNORMAL = 1006
+_DATA_OPCODES = frozenset({Opcode.TEXT, Opcode.BINARY, Opcode.CONT})
 # Read sizes: Trio's default when receive_buffer_size is None, and the most
 # a connection reads at once while a large frame is arriving.
 _DEFAULT_READ = 65536
@@ -394,10 +395,16 @@ class WebSocketConnection(trio.abc.AsyncResource):
         Both happen under the write lock, so frames reach the wire in the
         order the engine produced them.
         """
-        async with self._write_lock:
+        # The lock without `async with`: this is every message's path.
+        lock = self._write_lock
+        if not lock.try_acquire():
+            await lock.wait_for_handover()
+        try:
             self._check_can_send()
             frame(*args)
             await self._write_chunks(self._protocol.data_to_send())
+        finally:
+            lock.release()
 
     def _frame_data(
         self,
@@ -647,7 +654,11 @@ class WebSocketConnection(trio.abc.AsyncResource):
 
     def _handle_events(self, events: Sequence[Event]) -> None:
         for event in events:
-            self._handle_frame(cast("Frame", event))
+            frame = cast("Frame", event)
+            if frame.opcode in _DATA_OPCODES:
+                self._receive_data_frame(frame)
+            else:
+                self._handle_control_frame(frame)
         if self._protocol.state is not OPEN:
             self._note_close_reason()
             self._set_close_deadline()
@@ -665,15 +676,13 @@ class WebSocketConnection(trio.abc.AsyncResource):
         except ConnectionClosed:
             self._reader_scope.cancel()
 
-    def _handle_frame(self, frame: Frame) -> None:
-        opcode = frame.opcode
-        if opcode is Opcode.PONG:
+    def _handle_control_frame(self, frame: Frame) -> None:
+        # The engine answers pings itself.
+        if frame.opcode is Opcode.PONG:
             self._answer_pings(frame.data)
-        elif opcode is Opcode.CLOSE:
+        elif frame.opcode is Opcode.CLOSE:
             self._note_close_reason()
             self._queue.close(discard=self._closing_locally)
-        elif opcode is not Opcode.PING:
-            self._receive_data_frame(frame)
 
     def _receive_data_frame(self, frame: Frame) -> None:
         try:

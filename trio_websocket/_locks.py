@@ -59,16 +59,30 @@ class WriteLock:
         """Whether a task holds the lock."""
         return self._held
 
-    async def __aenter__(self) -> None:
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free; return whether it was."""
         if self._held:
-            if self._waiters is None:
-                self._waiters = Waiters()
-            await self._waiters.park()  # __aexit__ hands the lock over
-        else:
-            self._held = True
+            return False
+        self._held = True
+        return True
 
-    async def __aexit__(self, *exc_info: object) -> None:
+    async def wait_for_handover(self) -> None:
+        """Wait until the holder hands the lock over (after a failed
+        :meth:`try_acquire`); cancelled, the lock is not taken."""
+        if self._waiters is None:
+            self._waiters = Waiters()
+        await self._waiters.park()
+
+    def release(self) -> None:
+        """Hand the lock to the next waiter, or free it."""
         if self._waiters:
             self._waiters.unpark()
         else:
             self._held = False
+
+    async def __aenter__(self) -> None:
+        if not self.try_acquire():
+            await self.wait_for_handover()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.release()
