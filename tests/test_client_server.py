@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
+import os
 import socket
 import ssl
 import traceback
@@ -879,3 +881,50 @@ async def test_ping_raises_when_connection_closes(
     (error,) = outcome
     assert isinstance(error, ConnectionClosed)
     assert error.reason == CloseReason(4003, "no pong for you")
+
+
+# -- Accepting clients ---------------------------------------------------------
+
+
+class FlakyListener(trio.abc.Listener[trio.abc.Stream]):
+    """Out of file descriptors once, then one in-memory client, then quiet."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self._failures = 1
+        self._stream: trio.abc.Stream | None = stream
+        self.closed = False
+
+    async def accept(self) -> trio.abc.Stream:
+        await trio.lowlevel.checkpoint()
+        if self._failures:
+            self._failures -= 1
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+        if self._stream is None:
+            await trio.sleep_forever()
+        stream, self._stream = self._stream, None
+        return stream
+
+    async def aclose(self) -> None:
+        self.closed = True
+        await trio.lowlevel.checkpoint()
+
+
+async def test_server_retries_accept_when_out_of_file_descriptors(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    listener = FlakyListener(server_stream)
+    server = WebSocketServer(echo_handler, [listener])
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.run)
+            ws = await wrap_client_stream(nursery, client_stream, "localhost", "/")
+            await ws.send_message("still serving")
+            assert await ws.get_message() == "still serving"
+            await ws.aclose()
+            await server.aclose()
+    assert listener.closed
+    assert any(
+        "accept failed" in record.getMessage() and record.levelno == logging.ERROR
+        for record in caplog.records
+    )

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ._accept import accept_clients
 from ._admission import Admission, Gate, Refusal
 from ._connection import WebSocketConnection, _check_close
 from ._errors import ConnectionClosed, HandshakeError
@@ -204,13 +205,9 @@ class WebSocketServer:
         try:
             async with trio.open_nursery() as accepting:
                 self._accepting = accepting.cancel_scope
-                serve = partial(
-                    trio.serve_listeners,
-                    self._serve_client,
-                    self._listeners,
-                    handler_nursery=handler_nursery,
+                await accepting.start(
+                    accept_clients, self._listeners, self._serve_client, handler_nursery
                 )
-                await accepting.start(serve)
                 task_status.started(self)
         finally:
             self._accepting_stopped.set()
