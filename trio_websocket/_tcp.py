@@ -9,7 +9,6 @@ noticeable share of a whole WebSocket handshake.
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 
 import trio
@@ -17,11 +16,9 @@ import trio
 
 async def open_tcp(host: str, port: int) -> trio.SocketStream:
     """A TCP stream to ``host``:``port`` (a name, or an IPv4 or IPv6 address)."""
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
+    family = _address_family(host)
+    if family is None:
         return await trio.open_tcp_stream(host, port)
-    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
     sock = trio.socket.socket(family, socket.SOCK_STREAM)
     try:
         await sock.connect((host, port))
@@ -29,3 +26,15 @@ async def open_tcp(host: str, port: int) -> trio.SocketStream:
         sock.close()
         raise
     return trio.SocketStream(sock)
+
+
+def _address_family(host: str) -> socket.AddressFamily | None:
+    """The family of an IP address literal; ``None`` for a host name."""
+    # inet_pton is C; the ipaddress module costs more than the connect.
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except OSError:
+            continue
+        return family
+    return None
