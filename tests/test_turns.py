@@ -11,16 +11,21 @@ frames still get their close code.
 from __future__ import annotations
 
 import random
+import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 import pytest
 import trio
 import trio.testing
 from test_bad_input import (
+    CLOSE,
     HOST,
     LIMIT,
+    PING,
     SERVER_BAD_FRAMES,
     TEST_BOUND,
     TEXT,
@@ -229,35 +234,78 @@ async def test_the_reader_takes_back_a_socket_nobody_reads() -> None:
         assert server.closed == CloseReason(1000, "bye")
 
 
-@pytest.mark.parametrize(("bad_bytes", "code"), SERVER_BAD_FRAMES)
-async def test_bad_frames_read_by_the_consumer_get_their_close_code(
-    nursery: trio.Nursery, bad_bytes: bytes, code: int
-) -> None:
-    outcomes: list[str | bytes | CloseReason | None] = []
-    handled = trio.Event()
+@dataclass
+class Recording:
+    """What a recording server's handler received, and when it finished."""
+
+    outcomes: list[str | bytes | CloseReason | None] = field(default_factory=list)
+    done: trio.Event = field(default_factory=trio.Event)
+
+
+async def recording_server(
+    nursery: trio.Nursery, **options: Any
+) -> tuple[int, Recording]:
+    """A server whose handler records every message, then the close reason."""
+    recording = Recording()
 
     async def handler(request: WebSocketRequest) -> None:
         ws = await request.accept()
         try:
             while True:
-                outcomes.append(await ws.get_message())
+                recording.outcomes.append(await ws.get_message())
         except ConnectionClosed as exc:
-            outcomes.append(exc.reason)
-        handled.set()
+            recording.outcomes.append(exc.reason)
+        recording.done.set()
 
     server = await nursery.start(
-        partial(serve_websocket, handler, HOST, 0, None, max_message_size=LIMIT)
+        partial(serve_websocket, handler, HOST, 0, None, **options)
     )
+    return server.port, recording
+
+
+def ended_with(recording: Recording, code: int) -> bool:
+    """Whether the handler got "fine", then a close with ``code``."""
+    first, last = recording.outcomes
+    return first == "fine" and isinstance(last, CloseReason) and last.code == code
+
+
+@pytest.mark.parametrize(("bad_bytes", "code"), SERVER_BAD_FRAMES)
+async def test_bad_frames_read_by_the_consumer_get_their_close_code(
+    nursery: trio.Nursery, bad_bytes: bytes, code: int
+) -> None:
+    port, recording = await recording_server(nursery, max_message_size=LIMIT)
     with trio.fail_after(TEST_BOUND):
-        async with upgraded_raw_client(server.port) as peer:
+        async with upgraded_raw_client(port) as peer:
             await peer.stream.send_all(frame(TEXT, b"fine"))
             await trio.testing.wait_all_tasks_blocked()
             await peer.stream.send_all(bad_bytes)
             assert await peer.read_close_code(masked=False) == code
             assert await peer.read_to_eof() == b""
-        await handled.wait()
-    assert outcomes[0] == "fine"
-    assert isinstance(outcomes[1], CloseReason) and outcomes[1].code == code
+        await recording.done.wait()
+    assert ended_with(recording, code)
+
+
+async def test_keepalive_drops_a_silent_peer_while_the_consumer_reads(
+    nursery: trio.Nursery,
+) -> None:
+    port, recording = await recording_server(
+        nursery, ping_interval=0.05, ping_timeout=0.05
+    )
+    pings = 0
+    with trio.fail_after(TEST_BOUND):
+        async with upgraded_raw_client(port) as peer:
+            await peer.stream.send_all(frame(TEXT, b"fine"))
+            # Read what the server sends without ever answering its pings.
+            for _ in range(100):
+                opcode, payload = await peer.read_frame(masked=False)
+                if opcode != PING:
+                    break
+                pings += 1
+            assert opcode == CLOSE
+            assert struct.unpack("!H", payload[:2])[0] == 1011
+        await recording.done.wait()
+    assert pings >= 1
+    assert ended_with(recording, 1011)
 
 
 async def test_large_messages_arrive_whole_when_the_consumer_reads() -> None:
