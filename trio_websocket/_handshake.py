@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import Generator, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import trio
@@ -156,17 +157,22 @@ def release_handshake(protocol: Protocol) -> None:
     message and its headers alive as long as the connection: over a
     kilobyte per idle connection. Between two frames the frame parser holds
     no other state, so there a fresh one can take over; in the middle of a
-    frame (bytes that came with the handshake) the old one is kept.
+    frame (bytes that came with the handshake) the old one is kept, and so
+    it is if the engine's internals ever stop looking as expected.
     """
-    if protocol.reader.buffer or not _between_frames(protocol.parser):
+    parser = getattr(protocol, "parser", None)
+    if protocol.reader.buffer or not _between_frames(parser):
         return
     protocol.parser = Protocol.parse(protocol)
     next(protocol.parser)  # run to its first wait for data, as the engine does
 
 
-def _between_frames(parser: Generator[None]) -> bool:
-    """Whether ``parser`` waits for the first byte of a frame."""
+def _between_frames(parser: object) -> bool:
+    """Whether ``parser`` is a generator waiting for the first byte of a frame."""
     inner: Any = parser
-    while inner.gi_yieldfrom is not None:
+    while inspect.isgenerator(inner) and inner.gi_yieldfrom is not None:
         inner = inner.gi_yieldfrom
-    return inner.gi_code is StreamReader.at_eof.__code__
+    at_eof = getattr(StreamReader, "at_eof", None)
+    return inspect.isgenerator(inner) and inner.gi_code is getattr(
+        at_eof, "__code__", None
+    )
