@@ -606,11 +606,12 @@ class WebSocketConnection(trio.abc.AsyncResource):
         while not self._input_ended:
             await self._queue.wait_for_room()
             await self._receive()
-            if turns is not None and self._queue.feeds_every_waiter:
-                # Consumers are reading: let them read the socket themselves.
-                await self._answer()
-                await turns.doze()
+            # Consumers are reading: let them read the socket themselves.
+            hand_off = self._queue.feeds_every_waiter
             await self._answer()
+            if hand_off and turns is not None:
+                await turns.doze()
+                await self._answer()  # what the consumers' reads left to send
 
     def _reader_needed(self) -> bool:
         """Whether only the reader task can make progress (see ``_turns``)."""

@@ -41,7 +41,7 @@ class EngineStream:
             self._protocol.send_text(message.encode())
         else:
             self._protocol.send_binary(message)
-        await self._flush()
+        await self.flush()
 
     async def recv(self) -> Message:
         while True:
@@ -62,7 +62,7 @@ class EngineStream:
     async def close(self) -> None:
         """Send a close frame and read until the server closes."""
         self._protocol.send_close()
-        await self._flush()
+        await self.flush()
         while await self._read():
             pass
 
@@ -88,10 +88,11 @@ class EngineStream:
         else:
             self._protocol.receive_eof()
         self._events.extend(self._protocol.events_received())
-        await self._flush()  # pongs and the answer to a close
+        await self.flush()  # pongs and the answer to a close
         return bool(data)
 
-    async def _flush(self) -> None:
+    async def flush(self) -> None:
+        """Write what the engine has queued."""
         for data in self._protocol.data_to_send():
             if data:
                 await self._stream.send_all(data)
@@ -123,7 +124,7 @@ class EngineTrioPeer:
             )
             connection = EngineStream(stream, protocol)
             protocol.send_request(protocol.connect())
-            await connection._flush()
+            await connection.flush()
             response = await connection.next_event()
             assert isinstance(response, Response) and protocol.handshake_exc is None
             yield Channel(connection.send, connection.recv)
@@ -144,7 +145,7 @@ class EngineTrioPeer:
                     request = await connection.next_event()
                     assert isinstance(request, Request)
                     protocol.send_response(protocol.accept(request))
-                    await connection._flush()
+                    await connection.flush()
                     recv, send = connection.recv, connection.send
                     while True:
                         await send(await recv())
