@@ -123,8 +123,8 @@ class WebSocketConnection(trio.abc.AsyncResource):
 
     def _start(self, nursery: trio.Nursery, early_events: Sequence[Event]) -> None:
         """Start the background tasks, once the handshake is complete."""
-        if logger.isEnabledFor(logging.INFO):
-            logger.info("%s: open, %s %s", self, self.remote, self._path)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s: open, %s %s", self, self.remote, self._path)
         nursery.start_soon(self._reader_task, early_events)
         if self._settings.ping_interval is not None:
             timeout = self._settings.ping_timeout or self._settings.ping_interval
@@ -594,10 +594,10 @@ class WebSocketConnection(trio.abc.AsyncResource):
         assert reason is not None
         failure = self._protocol.parser_exc
         if failure is not None and not isinstance(failure, EOFError):
-            logger.warning("%s: protocol error from the peer: %s", self, failure)
+            logger.debug("%s: protocol error from the peer: %s", self, failure)
         by = _closer(self._protocol)
         text = f" ({reason.reason})" if reason.reason else ""
-        logger.info(
+        logger.debug(
             "%s: closed by %s, %d %s%s", self, by, reason.code, reason.name, text
         )
 
@@ -689,7 +689,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         try:
             item = self._assembler.feed(frame)
         except InvalidMessage as exc:
-            logger.warning("%s: refusing a message from the peer: %s", self, exc)
+            logger.debug("%s: refusing a message from the peer: %s", self, exc)
             self._protocol.fail(exc.code, str(exc))
             return
         size = len(frame.data)
