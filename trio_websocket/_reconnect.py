@@ -209,7 +209,7 @@ class ReconnectingWebSocket:
             self._finished = True
             raise error
         self._delay = self._backoff.grow(self._delay)
-        _logger.warning(
+        _logger.info(
             "connecting to %s failed (%s: %s); attempt %d, next in up to %.3g s",
             self._name,
             type(error).__name__,

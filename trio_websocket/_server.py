@@ -401,8 +401,9 @@ class _Client:
 
 
 def _log_refusal(stream: trio.abc.Stream, refusal: Refusal) -> None:
-    remote = stream_endpoint(stream, remote=True)
-    logger.info("refused a client from %s: HTTP %d", remote, refusal.status_code)
+    if logger.isEnabledFor(logging.DEBUG):  # looking up the address costs a call
+        remote = stream_endpoint(stream, remote=True)
+        logger.debug("refused a client from %s: HTTP %d", remote, refusal.status_code)
 
 
 async def _refuse(stream: trio.abc.Stream, refusal: Refusal) -> None:
