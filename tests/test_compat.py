@@ -579,13 +579,22 @@ def _closed_port() -> int:
     return port
 
 
-async def test_refused_tcp_connection_is_an_os_error(
+async def test_refused_tcp_connection_is_a_handshake_error_caused_by_it(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    with pytest.raises(OSError) as caught:
-        async with open_websocket_url(f"ws://{HOST}:{_closed_port()}/"):
+    port = _closed_port()
+    with pytest.raises(HandshakeError, match=f"{HOST}:{port}") as caught:
+        async with open_websocket_url(f"ws://{HOST}:{port}/"):
             pass  # pragma: no cover
-    assert not isinstance(caught.value, trio.TooSlowError)
+    assert type(caught.value) is HandshakeError
+    assert isinstance(caught.value.__cause__, ConnectionRefusedError)
+
+
+async def test_refused_tcp_connection_is_an_os_error_from_connect_websocket(
+    nursery: trio.Nursery,
+) -> None:
+    with pytest.raises(ConnectionRefusedError):
+        await connect_websocket_url(nursery, f"ws://{HOST}:{_closed_port()}/")
 
 
 async def test_tls_certificate_failure_is_a_handshake_error_caused_by_tls(

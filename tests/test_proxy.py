@@ -245,9 +245,24 @@ async def test_host_and_port_entry_point_takes_a_proxy(
     await connection.aclose()
 
 
-async def test_unreachable_proxy_is_an_os_error(echo_url: str) -> None:
-    with pytest.raises(OSError):
-        await echo_through(echo_url, f"http://127.0.0.1:{free_port()}")
+async def test_unreachable_proxy_is_a_handshake_error_naming_it(
+    echo_url: str,
+) -> None:
+    proxy = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(HandshakeError, match=f"through the proxy {proxy}") as caught:
+        await echo_through(echo_url, proxy)
+    assert isinstance(caught.value.__cause__, ConnectionRefusedError)
+
+
+async def test_unreachable_proxy_is_an_os_error_from_connect_websocket(
+    echo_server: WebSocketServer, nursery: trio.Nursery
+) -> None:
+    proxy = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(ConnectionRefusedError) as caught:
+        await connect_websocket(
+            nursery, "127.0.0.1", echo_server.port, "/", use_ssl=False, proxy=proxy
+        )
+    assert any(proxy in note for note in caught.value.__notes__)
 
 
 # -- SOCKS5 ----------------------------------------------------------------------
@@ -308,8 +323,20 @@ async def test_socks5_failure_reply_is_a_proxy_error(socks_proxy: Proxy) -> None
 # -- The environment -------------------------------------------------------------
 
 
+@pytest.fixture
+def proxied_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let environment proxies carry loopback hosts, as they would any other.
+
+    Loopback hosts bypass environment proxies, but the only servers a test
+    may reach are on loopback: without this the tests of the environment
+    variables below could not see a proxy being used.
+    """
+    monkeypatch.setattr("trio_websocket._proxy.is_loopback", lambda host: False)
+
+
 @pytest.mark.parametrize("variable", ["http_proxy", "HTTP_PROXY", "all_proxy"])
 async def test_environment_proxy_for_ws(
+    proxied_loopback: None,
     http_proxy: Proxy,
     echo_url: str,
     monkeypatch: pytest.MonkeyPatch,
@@ -321,6 +348,7 @@ async def test_environment_proxy_for_ws(
 
 
 async def test_environment_proxy_for_wss(
+    proxied_loopback: None,
     socks_proxy: Proxy,
     tls_echo_server: WebSocketServer,
     client_ssl_context: ssl.SSLContext,
@@ -333,9 +361,24 @@ async def test_environment_proxy_for_wss(
     assert port == socks_proxy.port
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+async def test_loopback_hosts_bypass_the_environment_proxy(
+    echo_server: WebSocketServer, monkeypatch: pytest.MonkeyPatch, host: str
+) -> None:
+    # Selenium's CDP connection to ws://localhost:9222 with http_proxy set in
+    # CI: trio-websocket 0.12 never used a proxy, and a proxy cannot reach it.
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:1")  # would fail
+    monkeypatch.setenv("all_proxy", "http://127.0.0.1:1")
+    url = f"ws://{host}:{echo_server.port}/"
+    assert await echo_through(url, None) == echo_server.port
+
+
 @pytest.mark.parametrize("no_proxy", ["127.0.0.1", "localhost, 127.0.0.0/8", "*"])
 async def test_no_proxy_bypasses_the_environment_proxy(
-    echo_server: WebSocketServer, monkeypatch: pytest.MonkeyPatch, no_proxy: str
+    echo_server: WebSocketServer,
+    monkeypatch: pytest.MonkeyPatch,
+    no_proxy: str,
+    proxied_loopback: None,
 ) -> None:
     monkeypatch.setenv("http_proxy", "http://127.0.0.1:1")  # would fail
     monkeypatch.setenv("NO_PROXY", no_proxy)
@@ -388,6 +431,25 @@ async def test_explicit_proxy_wins_over_the_environment(
 )
 def test_no_proxy_matching(host: str, port: int, no_proxy: str, bypassed: bool) -> None:
     assert bypasses_proxy(host, port, no_proxy) is bypassed
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("localhost", True),
+        ("LOCALHOST.", True),
+        ("app.localhost", True),
+        ("127.0.0.2", True),
+        ("::1", True),
+        ("localhost.example.com", False),
+        ("10.0.0.1", False),
+        ("example.com", False),
+    ],
+)
+def test_environment_proxy_skips_loopback_hosts(host: str, loopback: bool) -> None:
+    proxy = choose_proxy(None, host, 80, False, {"http_proxy": "http://h:1"})
+    assert (proxy is None) is loopback
+    assert choose_proxy("http://h:1", host, 80, False) is not None  # explicit
 
 
 @pytest.mark.parametrize(

@@ -27,14 +27,21 @@ from ._errors import (
 from ._handshake import (
     ENGINE_LOGGER,
     HeaderPairs,
-    PackedHeaders,
     add_extra_headers,
     handshake_lost,
     header_pairs,
+    peer_headers,
     receive_handshake,
     send_pending,
 )
-from ._proxy import ProxySetting, basic_auth, choose_proxy, user_info
+from ._proxy import (
+    Proxy,
+    ProxySetting,
+    authority,
+    basic_auth,
+    choose_proxy,
+    user_info,
+)
 from ._redirect import MAX_REDIRECTS, follow_redirect
 from ._settings import (
     CONN_TIMEOUT,
@@ -65,6 +72,10 @@ class _Target:
     port: int
     resource: str
     use_ssl: bool | ssl.SSLContext
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.use_ssl, (bool, ssl.SSLContext)):
+            raise TypeError("`use_ssl` argument must be bool or ssl.SSLContext")
 
 
 @dataclass(frozen=True)
@@ -393,6 +404,10 @@ class _ConnectionScope:
                 raise ConnectionTimeout(
                     f"connecting took over {self._connect_timeout} s"
                 )
+        except OSError as exc:
+            await self._close_nursery(nursery)
+            # As in 0.12: "HandshakeError for any networking error".
+            raise HandshakeError(_network_failure(exc)) from exc
         except BaseException:
             await self._close_nursery(nursery)
             raise
@@ -400,11 +415,18 @@ class _ConnectionScope:
         return self._connection
 
     async def __aexit__(self, *exc_info: object) -> None:
+        body_error = exc_info[1]
         try:
             await self._connection.aclose()
+        except trio.Cancelled:
+            # An exception from the body outranks a cancellation that arrived
+            # while closing: replacing it would lose it to the cancel scope.
+            # The scope stays cancelled, so the next checkpoint raises again.
+            if body_error is None:
+                raise
         finally:
             await self._close_nursery(self._nursery)
-        if exc_info[1] is None and self._connection._close_timed_out:
+        if body_error is None and self._connection._close_timed_out:
             raise DisconnectionTimeout("the closing handshake did not complete in time")
 
     async def _close_nursery(self, nursery: trio.Nursery) -> None:
@@ -471,10 +493,14 @@ async def _open_stream(target: _Target, proxy: ProxySetting) -> trio.abc.Stream:
     """TCP to the server, directly or through a proxy, then TLS if asked."""
     host, port, use_ssl = target.host, target.port, target.use_ssl
     via = choose_proxy(proxy, host, port, bool(use_ssl))
-    if via is None:
-        transport = await open_tcp(host, port)
-    else:
-        transport = await open_tunnel(via, host, port)
+    try:
+        if via is None:
+            transport = await open_tcp(host, port)
+        else:
+            transport = await open_tunnel(via, host, port)
+    except OSError as exc:
+        exc.add_note(_attempt(host, port, via))
+        raise
     if not use_ssl:
         return transport
     context = (
@@ -497,6 +523,26 @@ async def _open_stream(target: _Target, proxy: ProxySetting) -> trio.abc.Stream:
         await trio.aclose_forcefully(stream)
         raise
     return stream
+
+
+_ATTEMPT_PREFIX = "while connecting to "
+
+
+def _attempt(host: str, port: int, via: Proxy | None) -> str:
+    """Where a connection attempt went, for the notes of its ``OSError``."""
+    where = f"{_ATTEMPT_PREFIX}{authority(host, port)}"
+    return where if via is None else f"{where} through the proxy {via}"
+
+
+def _network_failure(exc: OSError) -> str:
+    """The message of the :exc:`HandshakeError` that wraps ``exc``."""
+    notes = [
+        note
+        for note in getattr(exc, "__notes__", ())
+        if isinstance(note, str) and note.startswith(_ATTEMPT_PREFIX)
+    ]
+    where = notes[-1].removeprefix("while ") if notes else "connecting"
+    return f"{where} failed: {exc}"
 
 
 async def _handshake(
@@ -545,7 +591,7 @@ async def _handshake(
         protocol,
         settings,
         path=resource,
-        handshake_headers=PackedHeaders(header_pairs(response.headers)),
+        handshake_headers=peer_headers(header_pairs(response.headers)),
     )
     connection._start(nursery, early_frames)
     return connection

@@ -49,6 +49,18 @@ def header_pairs(headers: Headers) -> tuple[tuple[bytes, bytes], ...]:
     )
 
 
+def is_handshake_field(name: bytes) -> bool:
+    """Whether a lower-case header name belongs to the WebSocket handshake."""
+    return name in (b"upgrade", b"connection") or name.startswith(b"sec-websocket-")
+
+
+def peer_headers(pairs: Iterable[tuple[bytes, bytes]]) -> PackedHeaders:
+    """What a connection's ``handshake_headers`` holds: the peer's headers,
+    in its order, without the handshake's own fields (as trio-websocket 0.12).
+    """
+    return PackedHeaders(pair for pair in pairs if not is_handshake_field(pair[0]))
+
+
 class PackedHeaders:
     """Handshake headers kept as one ``bytes`` object; pairs on request.
 
@@ -100,6 +112,21 @@ def add_extra_headers(headers: Headers, extra: HeaderPairs | None) -> None:
             headers[name] = value
         except InvalidHeaderValue:
             raise ValueError(f"invalid value for header {name}: {value!r}") from None
+
+
+def put_extra_headers_first(headers: Headers, extra: HeaderPairs | None) -> Headers:
+    """``headers`` with user-supplied ones in front, checked as by
+    :func:`add_extra_headers`; an extra ``Server`` replaces the engine's.
+
+    A server's response lists the application's headers before those the
+    engine adds (``Date``, ``Server``), as trio-websocket 0.12 did.
+    """
+    merged = Headers()
+    add_extra_headers(merged, extra)
+    for name, value in headers.raw_items():
+        if not (name.lower() in _REPLACEABLE and name in merged):
+            merged[name] = value
+    return merged
 
 
 def handshake_lost(exc: trio.BrokenResourceError) -> HandshakeError:

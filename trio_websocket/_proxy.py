@@ -21,8 +21,10 @@ to end with the server), so an HTTP proxy never sees the WebSocket traffic.
 (``example.com``, ``.example.com`` and ``*.example.com`` all match
 ``example.com`` and ``api.example.com``), an IP address, or a network in
 CIDR form (``10.0.0.0/8``); ``host:port`` and ``[v6-address]:port`` entries
-match that port only. Loopback addresses get no special treatment: put
-``localhost,127.0.0.1,::1`` in ``no_proxy`` when a proxy is set globally.
+match that port only. Loopback hosts (``localhost`` and its subdomains,
+``127.0.0.0/8``, ``::1``) never go through a proxy from the environment: a
+proxy cannot reach them, and trio-websocket 0.12 (which used no proxy at all)
+reached them directly. Pass ``proxy=`` a URL explicitly to proxy them anyway.
 """
 
 from __future__ import annotations
@@ -111,9 +113,22 @@ def _environment_proxy(
 ) -> Proxy | None:
     names = ("https_proxy" if secure else "http_proxy", "all_proxy")
     url = next(filter(None, (_getenv(environ, name) for name in names)), None)
-    if url is None or bypasses_proxy(host, port, _getenv(environ, "no_proxy")):
+    if url is None or is_loopback(host):
+        return None
+    if bypasses_proxy(host, port, _getenv(environ, "no_proxy")):
         return None
     return parse_proxy_url(url)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine: ``localhost`` or a loopback address."""
+    host = host.lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _getenv(environ: Mapping[str, str], name: str) -> str:

@@ -23,6 +23,8 @@ from ._handshake import (
     PackedHeaders,
     add_extra_headers,
     header_pairs,
+    peer_headers,
+    put_extra_headers_first,
     receive_handshake,
     send_pending,
 )
@@ -147,7 +149,7 @@ class WebSocketRequest:
             raise RuntimeError("a plain HTTP request cannot be accepted")
         if subprotocol is not None and subprotocol not in self.proposed_subprotocols:
             raise ValueError(f"the client did not offer subprotocol {subprotocol!r}")
-        add_extra_headers(response.headers, extra_headers)
+        response.headers = put_extra_headers_first(response.headers, extra_headers)
         if subprotocol is not None:
             response.headers["Sec-WebSocket-Protocol"] = subprotocol
             self._protocol.subprotocol = Subprotocol(subprotocol)
@@ -164,7 +166,7 @@ class WebSocketRequest:
             self._protocol,
             self._settings,
             path=self.path,
-            handshake_headers=self._headers,
+            handshake_headers=peer_headers(self._headers.pairs()),
         )
         self._connection._start(self._nursery, early_frames)
         if self._on_accept is not None:

@@ -81,10 +81,10 @@ async def try_to_connect(url: str) -> str:
         return f"rejected with HTTP {rejected.status_code}: {rejected.body!r}"
     except ConnectionTimeout:
         return "timed out"
-    except HandshakeError as error:  # not a WebSocket server, bad TLS, ...
-        return f"handshake failed: {error}"
-    except OSError as error:  # DNS failure, connection refused, ...
-        return f"could not connect: {error.strerror or error}"
+    except HandshakeError as error:
+        if isinstance(error.__cause__, OSError):  # DNS failure, refused, ...
+            return f"could not connect: {error.__cause__.strerror or error}"
+        return f"handshake failed: {error}"  # not a WebSocket server, bad TLS
 
 
 async def demo_handler(request: WebSocketRequest) -> None:
