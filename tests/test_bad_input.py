@@ -324,19 +324,19 @@ async def recorder(nursery: trio.Nursery) -> Recorder:
         pytest.param(
             upgrade_request(extra="X-Many: m\r\n" * 200), False, 431, id="many-headers"
         ),
+        # RFC 6455 section 4.2.2 and 0.12: a malformed upgrade gets 400, an
+        # unsupported version 426 (with the supported one, checked below).
         pytest.param(
-            f"GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode(), False, 426, id="plain"
+            f"GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode(), False, 400, id="plain"
         ),
-        pytest.param(upgrade_request(omit="Upgrade"), False, 426, id="no-upgrade"),
+        pytest.param(upgrade_request(omit="Upgrade"), False, 400, id="no-upgrade"),
+        pytest.param(upgrade_request(omit="Connection"), False, 400, id="no-connection"),
         pytest.param(
             upgrade_request(omit="Sec-WebSocket-Key"), False, 400, id="no-key"
         ),
+        pytest.param(upgrade_request(version="8"), False, 426, id="bad-version"),
         pytest.param(
-            # The engine's answer; RFC 6455 suggests 426 with the versions.
-            upgrade_request(version="8"),
-            False,
-            400,
-            id="bad-version",
+            upgrade_request(omit="Sec-WebSocket-Version"), False, 426, id="no-version"
         ),
     ],
 )
@@ -352,6 +352,17 @@ async def test_server_answers_bad_http_with_an_error(
         assert status_of(response) == status
         await recorder.serves_a_normal_client()
     assert recorder.paths == ["/ok"]  # the handler never saw the bad request
+
+
+async def test_unsupported_version_is_told_the_supported_one(
+    recorder: Recorder,
+) -> None:
+    with trio.fail_after(TEST_BOUND):
+        async with raw_client(recorder.port) as peer:
+            await peer.stream.send_all(upgrade_request(version="8"))
+            response = await peer.read_to_eof()
+    assert status_of(response) == 426
+    assert b"\r\nSec-WebSocket-Version: 13\r\n" in response
 
 
 async def test_server_drops_a_client_that_never_finishes_its_request(

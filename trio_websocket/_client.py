@@ -601,8 +601,11 @@ def _check_response(protocol: ClientProtocol) -> None:
     failure = protocol.handshake_exc
     if isinstance(failure, InvalidStatus):
         response = failure.response
+        # An informational answer has no body at all, as 0.12 reported it.
+        informational = 100 <= response.status_code < 200
+        body = None if informational else bytes(response.body)
         raise ConnectionRejected(
-            response.status_code, header_pairs(response.headers), bytes(response.body)
+            response.status_code, header_pairs(response.headers), body
         )
     if failure is not None:
         raise HandshakeError(f"invalid handshake response: {failure}") from failure

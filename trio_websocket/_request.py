@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import trio
 from websockets.datastructures import Headers
+from websockets.exceptions import InvalidHeader, InvalidUpgrade
 from websockets.headers import parse_subprotocol
 from websockets.http11 import Request, Response
 from websockets.protocol import Event
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 # it receives our answer instead of a reset caused by its unread data.
 _LINGER_SECONDS = 1.0
 _LINGER_BYTES = 2**16
+_VERSION_HEADER = "Sec-WebSocket-Version"
 
 
 class WebSocketRequest:
@@ -264,12 +266,31 @@ async def read_request(
     if plain_http and not _asks_for_upgrade(request):
         return WebSocketRequest(nursery, stream, protocol, request, None, (), settings)
     if response.status_code != 101:
-        protocol.send_response(response)
+        protocol.send_response(_refusal(protocol, response))
         await _send_and_close(stream, protocol)
         raise HandshakeError(f"invalid upgrade request: {protocol.handshake_exc}")
     return WebSocketRequest(
         nursery, stream, protocol, request, response, early_frames, settings
     )
+
+
+def _refusal(protocol: ServerProtocol, response: Response) -> Response:
+    """The answer to an invalid upgrade request, with RFC 6455's status codes.
+
+    The engine answers a request without a proper ``Upgrade`` or
+    ``Connection`` header with 426; RFC 6455 (section 4.2.2) and
+    trio-websocket 0.12 answer 400, and keep 426 with the supported
+    ``Sec-WebSocket-Version`` for a missing or unsupported version, which the
+    engine answers with 400.
+    """
+    failure = protocol.handshake_exc
+    if isinstance(failure, InvalidUpgrade):
+        return protocol.reject(http.HTTPStatus.BAD_REQUEST, f"{failure}\n")
+    if isinstance(failure, InvalidHeader) and failure.name == _VERSION_HEADER:
+        refusal = protocol.reject(http.HTTPStatus.UPGRADE_REQUIRED, f"{failure}\n")
+        refusal.headers[_VERSION_HEADER] = "13"
+        return refusal
+    return response
 
 
 async def refuse_stream(
