@@ -1,0 +1,349 @@
+"""Log levels: quiet like 0.12 and like a library, whatever a peer sends.
+
+Per-connection events (open, close) are DEBUG, as in trio-websocket 0.12.
+Nothing a remote peer can cause is logged above INFO: a hostile client must
+not be able to fill an application's warnings, or reach standard error
+through Python's last-resort handler when no logging is configured.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import struct
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+
+import pytest
+import trio
+import trio.testing
+from conftest import server_url
+from raw_http import HOST, exchange, plain_request, read_until, upgraded
+
+from trio_websocket import (
+    ConnectionClosed,
+    WebSocketConnection,
+    WebSocketRequest,
+    WebSocketServer,
+    open_websocket_url,
+    serve_websocket,
+)
+
+#: Upper bound for any wait that should end promptly; only reached on a bug.
+TIMEOUT = 10
+LOGGER = "trio-websocket"
+#: The message size limit of the servers and clients that refuse messages.
+LIMIT = 16
+
+
+@pytest.fixture(autouse=True)
+def debug_logs(caplog: pytest.LogCaptureFixture) -> None:
+    """Capture everything the library logs, down to DEBUG."""
+    caplog.set_level(logging.DEBUG, LOGGER)
+
+
+def ours(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """The records of the library's loggers, engine included."""
+    return [
+        record
+        for record in caplog.records
+        if record.name == LOGGER or record.name.startswith(LOGGER + ".")
+    ]
+
+
+def above(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
+    return [
+        f"{record.levelname} {record.name}: {record.getMessage()}"
+        for record in ours(caplog)
+        if record.levelno > level
+    ]
+
+
+def about(caplog: pytest.LogCaptureFixture, who: object) -> list[logging.LogRecord]:
+    """The library's records that start with a connection's name."""
+    return [
+        record
+        for record in ours(caplog)
+        if record.name == LOGGER and record.getMessage().startswith(f"{who}: ")
+    ]
+
+
+class Holder:
+    """A handler that accepts, hands over the connection and reads until closed."""
+
+    def __init__(self) -> None:
+        self.connections: list[WebSocketConnection] = []
+        self.done = trio.Event()
+
+    async def __call__(self, request: WebSocketRequest) -> None:
+        connection = await request.accept()
+        self.connections.append(connection)
+        try:
+            while True:
+                await connection.get_message()
+        except ConnectionClosed:
+            pass
+        finally:
+            self.done.set()
+
+
+async def start(
+    nursery: trio.Nursery, holder: Holder, max_message_size: int = 2**20
+) -> WebSocketServer:
+    server: WebSocketServer = await nursery.start(
+        lambda task_status: serve_websocket(
+            holder,
+            HOST,
+            0,
+            None,
+            max_message_size=max_message_size,
+            task_status=task_status,
+        )
+    )
+    return server
+
+
+@pytest.fixture
+def no_last_resort() -> Iterator[None]:
+    """Fail if a record reaches Python's last-resort handler."""
+    saved = logging.lastResort
+    reached: list[logging.LogRecord] = []
+
+    class Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            reached.append(record)
+
+    logging.lastResort = Catch(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.lastResort = saved
+    assert [record.getMessage() for record in reached] == []
+
+
+# -- Open and close -------------------------------------------------------------
+
+
+async def test_open_and_close_are_debug(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    holder = Holder()
+    server = await start(nursery, holder)
+    async with open_websocket_url(server_url(server, "/quiet")) as client:
+        await client.send_message("hello")
+    with trio.fail_after(TIMEOUT):
+        await holder.done.wait()
+    await trio.testing.wait_all_tasks_blocked()
+    (there,) = holder.connections
+    for connection in (client, there):
+        records = about(caplog, connection)
+        texts = [record.getMessage() for record in records]
+        assert any(": open, " in text for text in texts), texts
+        assert any(": closed by " in text for text in texts), texts
+        assert {record.levelno for record in records} == {logging.DEBUG}, texts
+    assert above(caplog, logging.DEBUG) == []
+
+
+# -- What a peer can do ----------------------------------------------------------
+
+
+async def test_oversized_message_from_a_client(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture, no_last_resort: None
+) -> None:
+    holder = Holder()
+    server = await start(nursery, holder, max_message_size=LIMIT)
+    async with open_websocket_url(server_url(server)) as client:
+        await client.send_message("x" * (LIMIT * 10))
+        with trio.fail_after(TIMEOUT), pytest.raises(ConnectionClosed) as closed:
+            await client.get_message()
+    reason = closed.value.reason
+    assert reason is not None and reason.code == 1009
+    with trio.fail_after(TIMEOUT):
+        await holder.done.wait()
+    await trio.testing.wait_all_tasks_blocked()
+    (there,) = holder.connections
+    texts = [record.getMessage() for record in about(caplog, there)]
+    assert any("closed by us, 1009" in text for text in texts), texts
+    assert above(caplog, logging.INFO) == []
+
+
+async def test_oversized_message_from_a_server(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture, no_last_resort: None
+) -> None:
+    async def shout(request: WebSocketRequest) -> None:
+        connection = await request.accept()
+        await connection.send_message(b"x" * (LIMIT * 10))
+        await trio.sleep_forever()
+
+    server: WebSocketServer = await nursery.start(serve_websocket, shout, HOST, 0, None)
+    async with open_websocket_url(server_url(server), max_message_size=LIMIT) as client:
+        with trio.fail_after(TIMEOUT), pytest.raises(ConnectionClosed) as closed:
+            await client.get_message()
+    reason = closed.value.reason
+    assert reason is not None and reason.code == 1009
+    await trio.testing.wait_all_tasks_blocked()
+    assert above(caplog, logging.INFO) == []
+
+
+def masked_frame(first_byte: int, payload: bytes) -> bytes:
+    key = os.urandom(4)
+    masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return struct.pack("!BB", first_byte, 0x80 | len(payload)) + key + masked
+
+
+BAD_FRAMES = {
+    "garbage": b"\x00\xff" * 40,
+    "reserved-opcode": masked_frame(0x83, b""),
+    "unmasked": struct.pack("!BB", 0x81, 0),
+    "rsv-bits": masked_frame(0xF1, b"hi"),
+    "bad-utf8": masked_frame(0x81, b"\xff\xfe"),
+    "bad-utf8-fragments": masked_frame(0x01, b"\xc3") + masked_frame(0x80, b"\x28"),
+    "bad-close-code": masked_frame(0x88, struct.pack("!H", 999)),
+    "bad-close-reason": masked_frame(0x88, struct.pack("!H", 1000) + b"\xff"),
+    "oversized": masked_frame(0x82, b"x" * (LIMIT + 1)),
+    "oversized-fragments": masked_frame(0x02, b"x" * LIMIT) + masked_frame(0x80, b"y"),
+    "huge-length": struct.pack("!BBQ", 0x82, 0xFF, 2**62),
+}
+
+
+@pytest.mark.parametrize("data", BAD_FRAMES.values(), ids=BAD_FRAMES.keys())
+async def test_bad_frames_from_a_client(
+    nursery: trio.Nursery,
+    caplog: pytest.LogCaptureFixture,
+    no_last_resort: None,
+    data: bytes,
+) -> None:
+    holder = Holder()
+    server = await start(nursery, holder, max_message_size=LIMIT)
+    async with upgraded(server.port) as raw:
+        await raw.send_all(data)
+        with trio.fail_after(TIMEOUT):
+            received = await read_until(raw, None)  # the server hangs up
+    with trio.fail_after(TIMEOUT):
+        await holder.done.wait()
+    assert received[:1] == b"\x88", received  # a close frame
+    await trio.testing.wait_all_tasks_blocked()
+    (there,) = holder.connections
+    assert there.closed is not None and there.closed.code != 1000
+    assert any(": closed by " in r.getMessage() for r in about(caplog, there))
+    assert above(caplog, logging.INFO) == []
+
+
+BAD_REQUESTS = {
+    "garbage": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
+    "not-http": b"HELLO THERE\r\n\r\n",
+    "bad-key": plain_request(
+        "/",
+        [
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Key", "\xff\xfe not base64"),
+            ("Sec-WebSocket-Version", "13"),
+        ],
+    ),
+    "bad-extensions": plain_request(
+        "/",
+        [
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Extensions", "permessage-deflate; ;;= \xe9"),
+        ],
+    ),
+    "bad-version": plain_request(
+        "/",
+        [
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("Sec-WebSocket-Version", "8"),
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("data", BAD_REQUESTS.values(), ids=BAD_REQUESTS.keys())
+async def test_bad_handshakes_from_a_client(
+    nursery: trio.Nursery,
+    caplog: pytest.LogCaptureFixture,
+    no_last_resort: None,
+    data: bytes,
+) -> None:
+    holder = Holder()
+    server = await start(nursery, holder)
+    # The answer may not parse at all: the server may just hang up.
+    with trio.fail_after(TIMEOUT), contextlib.suppress(Exception):
+        await exchange(server.port, data)
+    await trio.testing.wait_all_tasks_blocked()
+    assert holder.connections == []
+    assert above(caplog, logging.INFO) == []
+
+
+# -- With no logging configured at all ---------------------------------------------
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys
+
+    import trio
+
+    from trio_websocket import (
+        ConnectionClosed, open_websocket_url, serve_websocket,
+    )
+
+    LIMIT = 16
+
+
+    async def shout(request):
+        connection = await request.accept()
+        try:
+            while True:
+                await connection.get_message()
+                await connection.send_message(b"x" * (LIMIT * 10))
+        except ConnectionClosed:
+            pass
+
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            # The server refuses a big message; then the client does.
+            server = await nursery.start(
+                lambda task_status: serve_websocket(
+                    shout, "127.0.0.1", 0, None,
+                    max_message_size=LIMIT, task_status=task_status,
+                )
+            )
+            url = f"ws://127.0.0.1:{server.port}/"
+            for limit in (2**20, LIMIT):
+                async with open_websocket_url(url, max_message_size=limit) as ws:
+                    # Too big for the server, or answered too big for us.
+                    await ws.send_message("y" * (LIMIT * 10 if limit > LIMIT else 1))
+                    try:
+                        while True:
+                            await ws.get_message()
+                    except ConnectionClosed as exc:
+                        assert exc.reason.code == 1009, exc.reason
+            nursery.cancel_scope.cancel()
+        print("done")
+
+
+    trio.run(main)
+    """
+)
+
+
+def test_nothing_reaches_stderr_without_logging_configured() -> None:
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, "done\n", "")
