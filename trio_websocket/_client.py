@@ -50,6 +50,7 @@ from ._settings import (
     RECEIVE_BYTES,
     ConnectionOptions,
     Settings,
+    check_options,
 )
 from ._tcp import open_tcp
 from ._tunnel import open_tunnel
@@ -166,6 +167,7 @@ def open_websocket(
         ``None`` sends none. A ``User-Agent`` or ``Origin`` in
         ``extra_headers`` replaces these.
     """
+    check_options("open_websocket", options)
     settings = Settings(
         message_queue_size=message_queue_size,
         max_message_size=max_message_size,
@@ -216,6 +218,7 @@ def open_websocket_url(
     connect = _url_connector(
         url,
         ssl_context,
+        caller="open_websocket_url",
         subprotocols=subprotocols,
         extra_headers=extra_headers,
         message_queue_size=message_queue_size,
@@ -255,6 +258,7 @@ async def connect_websocket(
     closes the connection. ``proxy``, ``origin`` and ``user_agent`` work as in
     :func:`open_websocket`.
     """
+    check_options("connect_websocket", options)
     settings = Settings(
         message_queue_size=message_queue_size,
         max_message_size=max_message_size,
@@ -290,6 +294,7 @@ async def connect_websocket_url(
     connect = _url_connector(
         url,
         ssl_context,
+        caller="connect_websocket_url",
         subprotocols=subprotocols,
         extra_headers=extra_headers,
         message_queue_size=message_queue_size,
@@ -325,6 +330,7 @@ async def wrap_client_stream(
     target. The connection's reader runs in ``nursery``. ``origin`` and
     ``user_agent`` work as in :func:`open_websocket`.
     """
+    check_options("wrap_client_stream", options)
     settings = Settings(
         message_queue_size=message_queue_size,
         max_message_size=max_message_size,
@@ -342,6 +348,7 @@ def _url_connector(
     url: object,
     ssl_context: ssl.SSLContext | None = None,
     *,
+    caller: str,
     subprotocols: Sequence[str] | None = None,
     extra_headers: HeaderPairs | None = None,
     message_queue_size: float = MESSAGE_QUEUE_SIZE,
@@ -360,6 +367,7 @@ def _url_connector(
     with its reader in the given nursery (reconnecting clients call it
     again and again).
     """
+    check_options(caller, options)
     parse_url(url)  # refuse a bad URL before connecting
     settings = Settings(
         message_queue_size=message_queue_size,
@@ -417,21 +425,30 @@ class _ConnectionScope:
     async def __aexit__(self, *exc_info: object) -> None:
         body_error = exc_info[1]
         try:
-            await self._connection.aclose()
-        except trio.Cancelled:
+            try:
+                await self._connection.aclose()
+            finally:
+                await self._close_nursery(self._nursery)
+        except BaseException as exc:
             # An exception from the body outranks a cancellation that arrived
-            # while closing: replacing it would lose it to the cancel scope.
-            # The scope stays cancelled, so the next checkpoint raises again.
-            if body_error is None:
+            # while closing (the nursery passes it on as a group of Cancelled):
+            # replacing it would lose it to the cancel scope. The scope stays
+            # cancelled, so the next checkpoint raises again.
+            if body_error is None or not _only_cancellation(exc):
                 raise
-        finally:
-            await self._close_nursery(self._nursery)
         if body_error is None and self._connection._close_timed_out:
             raise DisconnectionTimeout("the closing handshake did not complete in time")
 
     async def _close_nursery(self, nursery: trio.Nursery) -> None:
         nursery.cancel_scope.cancel()
         await self._nursery_manager.__aexit__(None, None, None)
+
+
+def _only_cancellation(exc: BaseException) -> bool:
+    """Whether ``exc`` is a :exc:`trio.Cancelled` or a group of nothing else."""
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(trio.Cancelled)[1] is None
+    return isinstance(exc, trio.Cancelled)
 
 
 async def _connect_url(

@@ -13,6 +13,7 @@ from ._client import wrap_client_stream
 from ._concurrency import background_nursery
 from ._connection import WebSocketConnection
 from ._request import wrap_server_stream
+from ._settings import Settings, check_options
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -34,6 +35,10 @@ async def open_websocket_pair(
     socket, without one. Both are closed when the block exits. ``options``
     are :class:`ConnectionOptions`, applied to both ends.
     """
+    # Checked here, once: inside the two handshake tasks a bad option would
+    # fail both and reach the caller as a group of two errors.
+    check_options("open_websocket_pair", options)
+    Settings(**options)
     client_stream, server_stream = trio.testing.memory_stream_pair()
     async with background_nursery() as nursery:
         accepted: list[WebSocketConnection] = []

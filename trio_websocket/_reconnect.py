@@ -292,7 +292,9 @@ async def reconnecting_websocket_url(
     ``connect_timeout`` bounds each attempt. The other parameters set the
     :class:`Backoff` policy. Options are checked before the first attempt.
     """
-    connect = _url_connector(url, ssl_context, **options)
+    connect = _url_connector(
+        url, ssl_context, caller="reconnecting_websocket_url", **options
+    )
     backoff = Backoff(
         initial_delay, max_delay, factor, jitter, healthy_after, max_attempts
     )

@@ -35,6 +35,7 @@ from ._settings import (
     RECEIVE_BYTES,
     ConnectionOptions,
     Settings,
+    check_options,
 )
 from ._url import Endpoint, stream_endpoint
 
@@ -369,6 +370,7 @@ async def wrap_server_stream(
     request that is not a valid upgrade is answered with an HTTP error and
     raises :exc:`HandshakeError`.
     """
+    check_options("wrap_server_stream", options)
     settings = Settings(
         message_queue_size=message_queue_size,
         max_message_size=max_message_size,

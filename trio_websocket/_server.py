@@ -22,6 +22,7 @@ from ._settings import (
     RECEIVE_BYTES,
     ConnectionOptions,
     Settings,
+    check_options,
 )
 from ._transport import transport_for
 from ._url import Endpoint, listener_endpoint, stream_endpoint
@@ -64,6 +65,7 @@ async def serve_websocket(
     Serves until cancelled, or until ``await server.aclose()`` has shut the
     server down gracefully; then it returns.
     """
+    check_options("serve_websocket", options)
     listeners: Sequence[AnyListener]
     if ssl_context is None:
         listeners = await trio.open_tcp_listeners(port, host=host)
@@ -133,6 +135,7 @@ class WebSocketServer:
         self._handler_nursery = handler_nursery
         self._http_handler = http_handler
         self._connect_timeout = connect_timeout
+        check_options("WebSocketServer", options)
         self._settings = Settings(
             message_queue_size=message_queue_size,
             max_message_size=max_message_size,

@@ -9,6 +9,7 @@ described once, here, by :class:`ConnectionOptions`.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, TypedDict
 
@@ -69,6 +70,20 @@ class ConnectionOptions(TypedDict, total=False):
     max_fragment_size: int | None
     ping_interval: float | None
     ping_timeout: float | None
+
+
+_OPTION_NAMES = frozenset(ConnectionOptions.__annotations__)
+
+
+def check_options(caller: str, options: Mapping[str, object]) -> None:
+    """Refuse keywords that are not :class:`ConnectionOptions`.
+
+    The error names ``caller``, the function the user called, as Python's
+    own error for an unexpected keyword would.
+    """
+    for name in options:
+        if name not in _OPTION_NAMES:
+            raise TypeError(f"{caller}() got an unexpected keyword argument {name!r}")
 
 
 @dataclass(frozen=True)
