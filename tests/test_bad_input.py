@@ -354,6 +354,24 @@ async def test_server_answers_bad_http_with_an_error(
     assert recorder.paths == ["/ok"]  # the handler never saw the bad request
 
 
+async def test_non_ascii_header_value_is_accepted_with_its_bytes(
+    nursery: trio.Nursery,
+) -> None:
+    # RFC 9110 allows bytes 0x80-0xFF in a field value (obs-text).
+    seen: list[bytes] = []
+
+    async def handler(request: WebSocketRequest) -> None:
+        seen.extend(value for name, value in request.headers if name == b"x-name")
+        await request.accept()
+
+    server = await nursery.start(serve_websocket, handler, HOST, 0, None)
+    with trio.fail_after(TEST_BOUND):
+        async with raw_client(server.port) as peer:
+            await peer.stream.send_all(upgrade_request(extra="X-Name: café\r\n"))
+            assert status_of(await peer.read_head()) == 101
+    assert seen == ["café".encode()]
+
+
 async def test_unsupported_version_is_told_the_supported_one(
     recorder: Recorder,
 ) -> None:

@@ -42,9 +42,14 @@ _REPLACEABLE = frozenset({"host", "user-agent", "origin", "server"})
 
 
 def header_pairs(headers: Headers) -> tuple[tuple[bytes, bytes], ...]:
-    """Headers as ``(name, value)`` byte pairs with lower-case names."""
+    """Headers as ``(name, value)`` byte pairs with lower-case names.
+
+    Values keep the bytes they arrived as: RFC 9110 allows bytes 0x80-0xFF
+    (obs-text), which the engine decodes as ISO-8859-1 (releases before 14:
+    ASCII with surrogate escapes; this undoes either).
+    """
     return tuple(
-        (name.lower().encode("ascii"), value.encode("ascii", "surrogateescape"))
+        (name.lower().encode("ascii"), value.encode("latin-1", "surrogateescape"))
         for name, value in headers.raw_items()
     )
 
