@@ -8,6 +8,7 @@ with the library.
 
 from __future__ import annotations
 
+import errno
 import inspect
 import os
 import re
@@ -372,6 +373,66 @@ async def test_serve_echoes_and_logs(
     assert "Traceback" not in log
     assert re.search(r"server-\d+: 127\.0\.0\.1:\d+ connected to /", log), log
     assert "closed 1000 NORMAL_CLOSURE" in log
+
+
+@pytest.mark.parametrize("mode", [[], ["--broadcast"]], ids=["echo", "broadcast"])
+async def test_serve_logs_each_event_once(mode: list[str]) -> None:
+    async with cli_server(*mode) as (process, url):
+        assert process.stderr is not None
+        async with open_websocket_url(url) as client:
+            await client.send_message("hello")
+            assert await client.get_message() == "hello"
+            await client.aclose(1000, "bye")
+        with trio.fail_after(TIMEOUT):
+            log = await read_until(process.stderr, b"(bye)\n")
+        log += await stop_with_ctrl_c(process)
+    lines = log.splitlines()
+    assert len(lines) == 2, log
+    opened, closed = lines
+    assert re.fullmatch(r"\S+ (server-\d+): 127\.0\.0\.1:\d+ connected to /", opened)
+    name = opened.split()[1]
+    assert closed.endswith(f" {name} closed 1000 NORMAL_CLOSURE (bye)"), log
+
+
+async def test_serve_reports_a_port_in_use() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = await run_cli("serve", "--port", str(port))
+    message = f"cannot listen on 127.0.0.1 port {port}: {os.strerror(errno.EADDRINUSE)}"
+    assert_one_error_line(result, 1, message)
+    assert result.stdout == ""
+
+
+def resolver_message(host: str) -> str:
+    """What the system's resolver says about a host that does not resolve."""
+    with pytest.raises(socket.gaierror) as failure:
+        socket.getaddrinfo(host, 80)
+    assert failure.value.strerror
+    return failure.value.strerror
+
+
+UNRESOLVABLE = "no-such-host.invalid"  # RFC 2606: never resolves
+
+
+async def test_serve_reports_a_host_that_does_not_resolve() -> None:
+    result = await run_cli("serve", "--host", UNRESOLVABLE, "--port", "0")
+    message = (
+        f"cannot listen on {UNRESOLVABLE} port 0: {resolver_message(UNRESOLVABLE)}"
+    )
+    assert_one_error_line(result, 1, message)
+    assert "Unknown error" not in result.stderr
+    assert result.stdout == ""
+
+
+async def test_connect_reports_a_host_that_does_not_resolve() -> None:
+    url = f"ws://{UNRESOLVABLE}/"
+    result = await run_cli("connect", url)
+    message = f"cannot connect to {url}: {resolver_message(UNRESOLVABLE)}"
+    assert_one_error_line(result, 1, message)
+    assert "Unknown error" not in result.stderr
+    assert result.stdout == ""
 
 
 async def test_serve_broadcast_reaches_everyone() -> None:

@@ -4,7 +4,8 @@
 :mod:`trio_websocket._cli_client`), ``trio-websocket serve`` an echo or chat
 server with a browser demo page (see :mod:`trio_websocket._cli_server`).
 
-Exit status: 0 after a normal close, 1 after an error or an abnormal close,
+Exit status: 0 after a normal close, 1 after an error or an abnormal close
+(including a server that cannot listen: port taken, host not resolved),
 2 for usage errors (bad options, a URL that is not ``ws://`` or ``wss://``),
 130 when interrupted with Ctrl-C outside the interactive prompt.
 """
@@ -13,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -74,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="trio-websocket",
         description="WebSocket client and server for the command line.",
         epilog="Exit status: 0 on a normal close (1000, 1001 or no code), "
-        "1 on an error or an abnormal close, 2 on a usage error.",
+        "1 on an error or an abnormal close (serve: an address it cannot "
+        "listen on), 2 on a usage error, 130 when interrupted.",
     )
     parser.add_argument(
         "--version", action="version", version=f"trio-websocket {__version__}"
@@ -251,6 +255,19 @@ def run_trio(main: Callable[..., Awaitable[int]], *args: object) -> int:
     return trio.run(interruptible)
 
 
+def os_error_message(exc: OSError) -> str:
+    """The operating system's own words for ``exc``, e.g. "Connection refused".
+
+    Name lookups fail with resolver codes, not errno values (``os.strerror``
+    would say "Unknown error -2"): their own message is used instead.
+    """
+    if isinstance(exc, (socket.gaierror, socket.herror)):
+        return exc.strerror or str(exc)
+    if exc.errno is not None and exc.errno > 0:
+        return os.strerror(exc.errno)
+    return exc.strerror or str(exc)
+
+
 def report_error(message: str) -> None:
     """Print one ``error: ...`` line to stderr."""
     print(f"error: {message}", file=sys.stderr, flush=True)
@@ -262,6 +279,7 @@ __all__ = [
     "EXIT_USAGE",
     "UsageError",
     "build_parser",
+    "os_error_message",
     "report_error",
     "run",
 ]

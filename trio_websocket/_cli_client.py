@@ -6,7 +6,6 @@ import argparse
 import contextlib
 import http
 import inspect
-import os
 import ssl
 import sys
 from typing import Any
@@ -14,7 +13,14 @@ from typing import Any
 import trio
 from websockets.datastructures import Headers
 
-from ._cli import EXIT_ERROR, EXIT_OK, UsageError, report_error, run_trio
+from ._cli import (
+    EXIT_ERROR,
+    EXIT_OK,
+    UsageError,
+    os_error_message,
+    report_error,
+    run_trio,
+)
 from ._cli_console import Message, PipeConsole, TtyConsole, terminal_mode
 from ._client import open_websocket_url
 from ._connection import WebSocketConnection
@@ -137,15 +143,16 @@ def _describe_connect_error(
         return f"server rejected the connection: HTTP {exc.status_code}{phrase}"
     if isinstance(exc, ConnectionTimeout):
         return f"timed out connecting to {url} (after {args.connect_timeout:g} s)"
+    # A networking error comes bare, or as the cause of a HandshakeError.
     cause = exc.__cause__ if isinstance(exc, HandshakeError) else exc
     if isinstance(cause, ssl.SSLError):
         detail = getattr(cause, "verify_message", None) or cause.reason or cause
         return f"TLS handshake with {url} failed: {detail}"
+    if isinstance(cause, OSError):
+        target = f"proxy {args.proxy}" if args.proxy else url
+        return f"cannot connect to {target}: {_os_error_detail(cause)}"
     if isinstance(exc, HandshakeError):
         return f"WebSocket handshake with {url} failed: {exc}"
-    if isinstance(exc, OSError):
-        target = f"proxy {args.proxy}" if args.proxy else url
-        return f"cannot connect to {target}: {_os_error_detail(exc)}"
     if isinstance(exc, trio.BrokenResourceError):
         return f"connection to {url} lost during the handshake"
     return None
@@ -159,21 +166,15 @@ def _os_error_detail(exc: OSError) -> str:
     group: object = getattr(exc.__cause__, "exceptions", ())
     if isinstance(group, tuple):
         exc = next((e for e in group if isinstance(e, OSError)), exc)
-    if exc.errno:
-        return os.strerror(exc.errno)
-    return exc.strerror or str(exc)
+    return os_error_message(exc)
 
 
 def _describe_connection(ws: WebSocketConnection, url: str) -> str:
-    headers = {
-        name.decode().lower(): value.decode() for name, value in ws.handshake_headers
-    }
     text = f"connected to {url}"
     if ws.subprotocol:
         text += f", subprotocol {ws.subprotocol}"
-    extensions = headers.get("sec-websocket-extensions")
-    if extensions:
-        text += f", extensions {extensions}"
+    if ws.extensions:  # not from handshake_headers: they omit the handshake's own
+        text += f", extensions {', '.join(ws.extensions)}"
     return text + " (/help for help)"
 
 

@@ -11,7 +11,7 @@ from functools import partial
 
 import trio
 
-from ._cli import EXIT_ERROR, UsageError, report_error, run_trio
+from ._cli import EXIT_ERROR, UsageError, os_error_message, report_error, run_trio
 from ._cli_console import Message
 from ._connection import WebSocketConnection
 from ._demo_page import DEMO_PAGE
@@ -39,18 +39,33 @@ def serve_command(args: argparse.Namespace) -> int:
             ssl_context.load_cert_chain(args.tls_cert, args.tls_key)
         except (OSError, ssl.SSLError) as exc:
             raise UsageError(f"cannot load the TLS certificate: {exc}") from None
+    _configure_logging()
+    room = ChatRoom() if args.broadcast else None
+    try:
+        return run_trio(_serve, args.host or None, args.port, ssl_context, room)
+    except OSError as exc:  # pragma: no cover - reported by _serve
+        report_error(_listen_failure(args.host, args.port, exc))
+        return EXIT_ERROR
+
+
+def _listen_failure(host: str | None, port: int, exc: OSError) -> str:
+    return f"cannot listen on {host or '*'} port {port}: {os_error_message(exc)}"
+
+
+def _configure_logging() -> None:
+    """One line on stderr per event: the command's own, and the library's problems.
+
+    The command logs each connection and close itself at INFO; the library
+    logs the same events at DEBUG, and only problems above INFO, so the root
+    logger stays at WARNING and each event is printed once.
+    """
     logging.basicConfig(
-        level=logging.INFO,
+        level=logging.WARNING,
         format="%(asctime)s %(message)s",
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
-    room = ChatRoom() if args.broadcast else None
-    try:
-        return run_trio(_serve, args.host or None, args.port, ssl_context, room)
-    except OSError as exc:
-        report_error(f"cannot listen on {args.host or '*'} port {args.port}: {exc}")
-        return EXIT_ERROR
+    logger.setLevel(logging.INFO)
 
 
 async def _serve(
@@ -70,7 +85,12 @@ async def _serve(
         disconnect_timeout=5,
     )
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(serve)
+        try:
+            server = await nursery.start(serve)
+        except OSError as exc:  # port in use, a host that does not resolve...
+            # Reported here: out of the nursery, it would come in a group.
+            report_error(_listen_failure(host, port, exc))
+            return EXIT_ERROR
         endpoint = server.listeners[0]
         if isinstance(endpoint, Endpoint):
             url = endpoint.url + "/"
@@ -92,9 +112,8 @@ def _log_close(ws: WebSocketConnection) -> None:
     if reason is None:
         logger.info("%s: closing", ws)
     else:
-        logger.info(
-            "%s: closed %d %s %s", ws, reason.code, reason.name, reason.reason or ""
-        )
+        text = f" ({reason.reason})" if reason.reason else ""
+        logger.info("%s: closed %d %s%s", ws, reason.code, reason.name, text)
 
 
 async def _echo(request: WebSocketRequest) -> None:
