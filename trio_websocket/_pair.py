@@ -7,7 +7,6 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 import trio
-import trio.testing
 
 from ._client import wrap_client_stream
 from ._concurrency import background_nursery
@@ -16,7 +15,7 @@ from ._request import wrap_server_stream
 from ._settings import Settings, check_options
 
 if TYPE_CHECKING:
-    from typing_extensions import Unpack
+    from typing import Unpack
 
     from ._settings import ConnectionOptions
 
@@ -39,7 +38,11 @@ async def open_websocket_pair(
     # fail both and reach the caller as a group of two errors.
     check_options("open_websocket_pair", options)
     Settings(**options)
-    client_stream, server_stream = trio.testing.memory_stream_pair()
+    # Imported here: trio.testing imports pytest when it is installed, which
+    # would add a noticeable cost to every ``import trio_websocket``.
+    from trio.testing import memory_stream_pair
+
+    client_stream, server_stream = memory_stream_pair()
     async with background_nursery() as nursery:
         accepted: list[WebSocketConnection] = []
 
