@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import ssl
 import struct
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from conftest import server_url
 from raw_http import HOST, exchange, plain_request, read_until, upgraded
 
 from trio_websocket import (
+    Admission,
     ConnectionClosed,
     WebSocketConnection,
     WebSocketRequest,
@@ -279,6 +281,54 @@ async def test_bad_handshakes_from_a_client(
     with trio.fail_after(TIMEOUT), contextlib.suppress(Exception):
         await exchange(server.port, data)
     await trio.testing.wait_all_tasks_blocked()
+    assert holder.connections == []
+    assert above(caplog, logging.INFO) == []
+
+
+def reset(stream: trio.SocketStream) -> None:
+    """Make closing ``stream`` send a TCP reset."""
+    stream.socket.setsockopt(
+        trio.socket.SOL_SOCKET, trio.socket.SO_LINGER, struct.pack("ii", 1, 0)
+    )
+
+
+@pytest.mark.parametrize(
+    ("tls", "full", "data"),
+    [
+        (True, False, b"GET / HTTP/1.1\r\n\r\n"),  # plain text to a TLS server
+        (True, False, b"\x16\x03\x01\x00\x05hello"),  # a broken ClientHello
+        (False, True, b""),  # refused before the request, already gone
+        (False, False, b"GET / HTTP/1.1\r\nHost"),  # gone mid-request
+    ],
+    ids=["tls-plain-text", "tls-garbage", "refused-reset", "request-reset"],
+)
+async def test_clients_that_hang_up(
+    nursery: trio.Nursery,
+    caplog: pytest.LogCaptureFixture,
+    no_last_resort: None,
+    server_ssl_context: ssl.SSLContext,
+    tls: bool,
+    full: bool,
+    data: bytes,
+) -> None:
+    holder = Holder()
+    server: WebSocketServer = await nursery.start(
+        lambda task_status: serve_websocket(
+            holder,
+            HOST,
+            0,
+            server_ssl_context if tls else None,
+            admission=Admission(max_connections=0) if full else None,
+            task_status=task_status,
+        )
+    )
+    stream = await trio.open_tcp_stream(HOST, server.port)
+    if data:
+        await stream.send_all(data)
+    await trio.testing.wait_all_tasks_blocked()
+    reset(stream)
+    await stream.aclose()
+    await trio.testing.wait_all_tasks_blocked(cushion=0.05)  # the server noticed
     assert holder.connections == []
     assert above(caplog, logging.INFO) == []
 
