@@ -330,7 +330,9 @@ async def recorder(nursery: trio.Nursery) -> Recorder:
             f"GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode(), False, 400, id="plain"
         ),
         pytest.param(upgrade_request(omit="Upgrade"), False, 400, id="no-upgrade"),
-        pytest.param(upgrade_request(omit="Connection"), False, 400, id="no-connection"),
+        pytest.param(
+            upgrade_request(omit="Connection"), False, 400, id="no-connection"
+        ),
         pytest.param(
             upgrade_request(omit="Sec-WebSocket-Key"), False, 400, id="no-key"
         ),

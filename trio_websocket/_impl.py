@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import ssl
-import sys
 
 from ._client import (
     connect_websocket,
@@ -33,9 +32,6 @@ from ._request import WebSocketRequest, wrap_server_stream
 from ._server import WebSocketServer, serve_websocket
 from ._settings import CONN_TIMEOUT, MAX_MESSAGE_SIZE, MESSAGE_QUEUE_SIZE, RECEIVE_BYTES
 from ._url import Endpoint, parse_url
-
-if sys.version_info < (3, 11):  # pragma: no cover
-    from exceptiongroup import BaseExceptionGroup
 
 #: The exception group type Trio raises (``BaseExceptionGroup`` on every Trio
 #: this library supports).
