@@ -15,9 +15,9 @@ from trio_websocket import (
 
 
 def configure_logging() -> None:
-    # Open and close at INFO, protocol errors at WARNING, details at DEBUG.
+    # Per-connection events (open, close, a peer's errors) are at DEBUG.
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("trio-websocket").setLevel(logging.INFO)
+    logging.getLogger("trio-websocket").setLevel(logging.DEBUG)
 
 
 async def echo(request: WebSocketRequest) -> None:
