@@ -6,8 +6,10 @@ the sans-I/O protocol engine of the ``websockets`` package. Start with
 server.
 """
 
+from importlib import import_module
+from typing import TYPE_CHECKING
+
 from ._admission import Admission
-from ._broadcast import BroadcastResult, broadcast
 from ._client import (
     USER_AGENT,
     connect_websocket,
@@ -27,10 +29,7 @@ from ._errors import (
     ProxyError,
     RedirectError,
 )
-from ._pair import open_websocket_pair
-from ._reconnect import ReconnectingWebSocket, reconnecting_websocket_url
 from ._request import WebSocketRequest, wrap_server_stream
-from ._routing import Router, static_response
 from ._server import WebSocketServer, serve_websocket
 from ._settings import (
     CONN_TIMEOUT,
@@ -40,9 +39,44 @@ from ._settings import (
     ConnectionOptions,
 )
 from ._stats import ConnectionStats
-from ._stream import WebSocketStream
 from ._url import Endpoint
 from ._version import __version__
+
+# Names whose modules only some programs use are imported on first access
+# (PEP 562), so that ``import trio_websocket`` costs little beyond importing
+# trio and websockets. Type checkers see ordinary imports.
+_LAZY = {
+    "BroadcastResult": "._broadcast",
+    "broadcast": "._broadcast",
+    "open_websocket_pair": "._pair",
+    "ReconnectingWebSocket": "._reconnect",
+    "reconnecting_websocket_url": "._reconnect",
+    "Router": "._routing",
+    "static_response": "._routing",
+    "WebSocketStream": "._stream",
+}
+
+if TYPE_CHECKING:
+    from ._broadcast import BroadcastResult, broadcast
+    from ._pair import open_websocket_pair
+    from ._reconnect import ReconnectingWebSocket, reconnecting_websocket_url
+    from ._routing import Router, static_response
+    from ._stream import WebSocketStream
+else:
+    # Hidden from type checkers: a module-level __getattr__ would make them
+    # accept any misspelt name imported from this package.
+
+    def __getattr__(name: str) -> object:
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(import_module(module, __name__), name)
+        globals()[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "CONN_TIMEOUT",
