@@ -595,7 +595,7 @@ async def _handshake(
             # Lost (e.g. reset) before the request went out: like a loss
             # while reading the response, a HandshakeError.
             raise handshake_lost(exc) from exc.__cause__ or exc
-        response, *early_frames = await receive_handshake(
+        (response, *early_frames), _ = await receive_handshake(
             stream, protocol, settings.receive_buffer_size
         )
         _check_response(protocol)

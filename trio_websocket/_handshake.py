@@ -144,34 +144,64 @@ def handshake_lost(exc: trio.BrokenResourceError) -> HandshakeError:
 
 
 async def receive_handshake(
-    stream: trio.abc.Stream, protocol: Protocol, receive_size: int | None
-) -> list[Event]:
+    stream: trio.abc.Stream,
+    protocol: Protocol,
+    receive_size: int | None,
+    *,
+    hold_frames: bool = False,
+) -> tuple[list[Event], bytes]:
     """Read until the engine has parsed the peer's request or response.
 
-    Returns the events parsed so far: the request or response first, then any
-    frames that arrived with it. Raises :exc:`HandshakeError` when the data
-    is not a valid handshake message or the stream ends first; the engine has
-    then queued whatever answer it wants to send.
+    Returns the events parsed so far (the request or response first, then
+    any frames that arrived with it) and the bytes held back. With
+    ``hold_frames`` the engine sees nothing past the HTTP head, and what
+    follows it is returned unparsed: a server must answer before it parses
+    frames, or it would answer a ping ahead of its 101, fail on a bad frame
+    without a close frame, and parse without the extensions its answer
+    negotiates. Raises :exc:`HandshakeError` when the data is not a valid
+    handshake message or the stream ends first; the engine has then queued
+    whatever answer it wants to send.
     """
     transport = transport_for(stream)
+    head_end = _HeadEnd() if hold_frames else None
     while True:
         try:
             data = await transport.receive(receive_size)
         except trio.BrokenResourceError as exc:
             raise handshake_lost(exc) from exc.__cause__ or exc
+        held = b""
         if data:
+            if head_end is not None:
+                data, held = head_end.split(data)
             protocol.receive_data(data)
         else:
             protocol.receive_eof()
         events = protocol.events_received()
         if events:
-            return events
+            return events, held
         if protocol.handshake_exc is not None:
             raise HandshakeError(str(protocol.handshake_exc)) from (
                 protocol.handshake_exc
             )
         if not data:
             raise HandshakeError("connection closed during the handshake")
+
+
+class _HeadEnd:
+    """Finds the blank line that ends an HTTP head, across reads."""
+
+    def __init__(self) -> None:
+        self._tail = b""  # the last bytes read, for a blank line split by reads
+
+    def split(self, data: bytes | bytearray) -> tuple[bytes | bytearray, bytes]:
+        """``data`` as the part up to the end of the head, and the rest."""
+        window = self._tail + data
+        end = window.find(b"\r\n\r\n")
+        if end < 0:
+            self._tail = window[-3:]
+            return data, b""
+        cut = end + 4 - len(self._tail)
+        return data[:cut], bytes(data[cut:])
 
 
 async def send_pending(stream: trio.abc.Stream, protocol: Protocol) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import http
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import trio
@@ -11,7 +11,6 @@ from websockets.datastructures import Headers
 from websockets.exceptions import InvalidHeader, InvalidUpgrade
 from websockets.headers import parse_subprotocol
 from websockets.http11 import Request, Response
-from websockets.protocol import Event
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
@@ -64,7 +63,7 @@ class WebSocketRequest:
         protocol: ServerProtocol,
         request: Request,
         response: Response | None,
-        early_frames: Sequence[Event],
+        early_data: bytes,
         settings: Settings,
     ) -> None:
         self._nursery = nursery
@@ -74,7 +73,7 @@ class WebSocketRequest:
         self._headers = PackedHeaders(header_pairs(request.headers))
         self._response = response  # dropped once sent
         self._is_upgrade = response is not None
-        self._early_frames = early_frames
+        self._early_data = early_data  # what the client sent behind its request
         self._settings = settings
         self._answered = False
         self._connection: WebSocketConnection | None = None
@@ -147,7 +146,7 @@ class WebSocketRequest:
         :exc:`ValueError`). ``extra_headers`` are added to the response.
         """
         self._check_unanswered()
-        response, early_frames = self._response, self._early_frames
+        response, early_data = self._response, self._early_data
         if response is None:
             raise RuntimeError("a plain HTTP request cannot be accepted")
         if subprotocol is not None and subprotocol not in self.proposed_subprotocols:
@@ -158,12 +157,17 @@ class WebSocketRequest:
             self._protocol.subprotocol = Subprotocol(subprotocol)
         self._answered = True
         self._protocol.send_response(response)
-        self._response, self._early_frames = None, ()
+        self._response, self._early_data = None, b""
         try:
             await send_pending(self._stream, self._protocol)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             await trio.aclose_forcefully(self._stream)
             raise ConnectionClosed(CloseReason(1006, "lost during handshake")) from exc
+        # Frames the client sent right behind its request are parsed only now,
+        # in the state and with the extensions the response set.
+        if early_data:
+            self._protocol.receive_data(early_data)
+        early_frames = self._protocol.events_received()
         self._connection = WebSocketConnection(
             self._stream,
             self._protocol,
@@ -250,10 +254,11 @@ async def read_request(
         logger=ENGINE_LOGGER,
     )
     try:
-        request, *early_frames = await receive_handshake(
+        (request,), early_data = await receive_handshake(
             limit_head(stream, max_request_line, max_header_size),
             protocol,
             settings.receive_buffer_size,
+            hold_frames=True,
         )
     except HeadTooLarge as exc:
         protocol.send_response(protocol.reject(exc.status_code, f"{exc}\n"))
@@ -265,13 +270,13 @@ async def read_request(
     assert isinstance(request, Request)
     response = protocol.accept(request)
     if plain_http and not _asks_for_upgrade(request):
-        return WebSocketRequest(nursery, stream, protocol, request, None, (), settings)
+        return WebSocketRequest(nursery, stream, protocol, request, None, b"", settings)
     if response.status_code != 101:
         protocol.send_response(_refusal(protocol, response))
         await _send_and_close(stream, protocol)
         raise HandshakeError(f"invalid upgrade request: {protocol.handshake_exc}")
     return WebSocketRequest(
-        nursery, stream, protocol, request, response, early_frames, settings
+        nursery, stream, protocol, request, response, early_data, settings
     )
 
 

@@ -1,0 +1,132 @@
+"""Hostile peers at the protocol level, over real loopback sockets.
+
+A raw peer (hand-built HTTP and frames, from ``test_bad_input``) sends what a
+well-behaved peer would not: frames in the same packet as its handshake, a
+close frame in the middle of a fragmented message, a frame we must refuse
+while it never answers our close, a compression answer outside RFC 7692.
+Every wait is bounded far below the 60 s default timeouts, so a test fails
+rather than waits when our side waits for the peer.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import pytest
+import trio
+from test_bad_input import (
+    BINARY,
+    HOST,
+    PING,
+    TEST_BOUND,
+    TEXT,
+    RawPeer,
+    Recorder,
+    frame,
+    no_errors_logged,  # noqa: F401  (an autouse fixture)
+    raw_client,
+    start_raw_server,
+    start_server,
+    status_of,
+    upgrade_request,
+    upgrade_response,
+)
+
+from trio_websocket import CloseReason, ConnectionClosed, open_websocket_url
+
+PONG = 0xA
+
+
+@pytest.fixture
+async def recorder(nursery: trio.Nursery) -> Recorder:
+    return await start_server(nursery)
+
+
+async def upgrade_with(extra: bytes, peer: RawPeer) -> None:
+    """A raw server's 101 answer with ``extra`` bytes in the same write."""
+    await peer.stream.send_all(upgrade_response(await peer.read_head()) + extra)
+
+
+# -- Frames in the same packet as the handshake ------------------------------
+
+
+async def test_server_answers_a_ping_sent_with_the_request_after_its_101(
+    recorder: Recorder,
+) -> None:
+    with trio.fail_after(TEST_BOUND):
+        async with raw_client(recorder.port) as peer:
+            await peer.stream.send_all(upgrade_request() + frame(PING, b"early"))
+            head = await peer.read_head()
+            assert head.startswith(b"HTTP/1.1 101 "), head
+            assert await peer.read_frame(masked=False) == (PONG, b"early")
+
+
+@pytest.mark.parametrize(
+    "bad_frame",
+    [
+        pytest.param(frame(BINARY, b"hi", masked=False), id="unmasked"),
+        pytest.param(frame(0x3, b"hi"), id="opcode-3"),
+    ],
+)
+async def test_server_fails_on_a_bad_frame_sent_with_the_request(
+    recorder: Recorder, bad_frame: bytes
+) -> None:
+    with trio.fail_after(TEST_BOUND):
+        async with raw_client(recorder.port) as peer:
+            await peer.stream.send_all(upgrade_request() + bad_frame)
+            assert status_of(await peer.read_head()) == 101
+            assert await peer.read_close_code(masked=False) == 1002
+            assert await peer.read_to_eof() == b""
+        outcome = await recorder.next_outcome()
+    assert isinstance(outcome, CloseReason)
+    assert outcome.code == 1002
+
+
+async def test_server_decompresses_a_message_sent_with_the_request(
+    recorder: Recorder,
+) -> None:
+    # The frame needs the extension that only the 101 response negotiates.
+    offer = "Sec-WebSocket-Extensions: permessage-deflate\r\n"
+    compressor = zlib.compressobj(wbits=-15)
+    payload = compressor.compress(b"squeezed") + compressor.flush(zlib.Z_SYNC_FLUSH)
+    with trio.fail_after(TEST_BOUND):
+        async with raw_client(recorder.port) as peer:
+            request = upgrade_request(extra=offer)
+            await peer.stream.send_all(request + frame(TEXT, payload[:-4], rsv=0b100))
+            assert b"permessage-deflate" in await peer.read_head()
+            assert await recorder.next_outcome() == "squeezed"
+
+
+async def test_client_answers_a_ping_sent_with_the_response(
+    nursery: trio.Nursery,
+) -> None:
+    answered = trio.Event()
+
+    async def ping_at_once(peer: RawPeer) -> None:
+        await upgrade_with(frame(PING, b"early", masked=False), peer)
+        assert await peer.read_frame(masked=True) == (PONG, b"early")
+        answered.set()
+
+    port = await start_raw_server(nursery, ping_at_once)
+    with trio.fail_after(TEST_BOUND):
+        async with open_websocket_url(f"ws://{HOST}:{port}/"):
+            await answered.wait()
+
+
+async def test_client_fails_on_a_bad_frame_sent_with_the_response(
+    nursery: trio.Nursery,
+) -> None:
+    codes: list[int] = []
+
+    async def bad_frame_at_once(peer: RawPeer) -> None:
+        await upgrade_with(frame(BINARY, b"hi", masked=True), peer)
+        codes.append(await peer.read_close_code(masked=True))
+
+    port = await start_raw_server(nursery, bad_frame_at_once)
+    with trio.fail_after(TEST_BOUND):
+        async with open_websocket_url(f"ws://{HOST}:{port}/") as ws:
+            with pytest.raises(ConnectionClosed) as info:
+                await ws.get_message()
+    assert info.value.reason is not None
+    assert info.value.reason.code == 1002
+    assert codes == [1002]
