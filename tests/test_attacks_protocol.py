@@ -10,13 +10,16 @@ rather than waits when our side waits for the peer.
 
 from __future__ import annotations
 
+import struct
 import zlib
+from typing import Any
 
 import pytest
 import trio
 from test_bad_input import (
     BINARY,
     HOST,
+    LIMIT,
     PING,
     TEST_BOUND,
     TEXT,
@@ -30,6 +33,7 @@ from test_bad_input import (
     status_of,
     upgrade_request,
     upgrade_response,
+    upgraded_raw_client,
 )
 
 from trio_websocket import CloseReason, ConnectionClosed, open_websocket_url
@@ -130,3 +134,60 @@ async def test_client_fails_on_a_bad_frame_sent_with_the_response(
     assert info.value.reason is not None
     assert info.value.reason.code == 1002
     assert codes == [1002]
+
+
+# -- A peer that never answers our close frame -------------------------------
+
+
+def refused_frames(*, masked: bool) -> list[Any]:
+    """Frames the receiving side must refuse, with its close code.
+
+    ``masked`` is how the sending side masks its frames.
+    """
+    mask_bit = 0x80 if masked else 0
+    huge = bytes([0x82, mask_bit | 127]) + struct.pack("!Q", 2**31)
+    return [
+        pytest.param(frame(TEXT, b"bad \xff", masked=masked), 1007, id="invalid-utf8"),
+        pytest.param(huge, 1009, id="claims-2-GiB"),
+        pytest.param(frame(BINARY, b"hi", masked=not masked), 1002, id="wrong-mask"),
+    ]
+
+
+@pytest.mark.parametrize(("bad_bytes", "code"), refused_frames(masked=False))
+async def test_client_raises_once_its_close_is_sent_to_a_server_that_stays(
+    nursery: trio.Nursery, bad_bytes: bytes, code: int
+) -> None:
+    # disconnect_timeout stays at 60 s: waiting for the server's answer
+    # would outlast the bound.
+    codes: list[int] = []
+    hang_up = trio.Event()
+
+    async def refuse_to_answer(peer: RawPeer) -> None:
+        await upgrade_with(bad_bytes, peer)
+        codes.append(await peer.read_close_code(masked=True))
+        await hang_up.wait()
+
+    port = await start_raw_server(nursery, refuse_to_answer)
+    with trio.fail_after(TEST_BOUND):
+        async with open_websocket_url(
+            f"ws://{HOST}:{port}/", max_message_size=LIMIT
+        ) as ws:
+            with pytest.raises(ConnectionClosed) as info:
+                await ws.get_message()
+            hang_up.set()
+    assert info.value.reason is not None
+    assert info.value.reason.code == code
+    assert codes == [code]
+
+
+@pytest.mark.parametrize(("bad_bytes", "code"), refused_frames(masked=True))
+async def test_server_handler_sees_the_failure_while_the_client_stays(
+    recorder: Recorder, bad_bytes: bytes, code: int
+) -> None:
+    with trio.fail_after(TEST_BOUND):
+        async with upgraded_raw_client(recorder.port) as peer:
+            await peer.stream.send_all(bad_bytes)
+            assert await peer.read_close_code(masked=False) == code
+            outcome = await recorder.next_outcome()  # the client is still there
+    assert isinstance(outcome, CloseReason)
+    assert outcome.code == code

@@ -110,6 +110,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
 
         self._close_reason: CloseReason | None = None
         self._closing_locally = False
+        self._refused_peer = False  # we failed the connection over its input
         self._close_timed_out = False
         self._reader_scope = trio.CancelScope()
         self._reader_finished = False
@@ -663,6 +664,8 @@ class WebSocketConnection(trio.abc.AsyncResource):
         if self._protocol.state is not OPEN:
             self._note_close_reason()
             self._set_close_deadline()
+            if self._protocol.parser_exc is not None:
+                self._refused_peer = True
 
     async def _answer(self) -> None:
         """Write what the engine queued while reading (pongs, close frames)."""
@@ -676,6 +679,12 @@ class WebSocketConnection(trio.abc.AsyncResource):
                 await self._write_chunks(chunks)
         except ConnectionClosed:
             self._reader_scope.cancel()
+        if self._refused_peer:
+            # Our close frame is out and the engine ignores the peer from now
+            # on: nobody waits for its answer, which a broken peer never
+            # sends. The reader still sees the teardown through, to the
+            # deadline.
+            self._wake_everyone()
 
     def _handle_control_frame(self, frame: Frame) -> None:
         # The engine answers pings itself.
@@ -691,6 +700,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         except InvalidMessage as exc:
             logger.debug("%s: refusing a message from the peer: %s", self, exc)
             self._protocol.fail(exc.code, str(exc))
+            self._refused_peer = True
             return
         size = len(frame.data)
         counters = self._counters
