@@ -18,6 +18,8 @@ import pytest
 import trio
 from test_bad_input import (
     BINARY,
+    CLOSE,
+    CONT,
     HOST,
     LIMIT,
     PING,
@@ -25,6 +27,7 @@ from test_bad_input import (
     TEXT,
     RawPeer,
     Recorder,
+    close_payload,
     frame,
     no_errors_logged,  # noqa: F401  (an autouse fixture)
     raw_client,
@@ -191,3 +194,47 @@ async def test_server_handler_sees_the_failure_while_the_client_stays(
             outcome = await recorder.next_outcome()  # the client is still there
     assert isinstance(outcome, CloseReason)
     assert outcome.code == code
+
+
+# -- A close frame between two fragments -------------------------------------
+
+
+def close_mid_message(*, masked: bool) -> bytes:
+    """A first fragment, a close frame, then the next fragment (7.1.5)."""
+    return (
+        frame(TEXT, b"frag", fin=False, masked=masked)
+        + frame(CLOSE, close_payload(1000), masked=masked)
+        + frame(CONT, b"ment", masked=masked)
+    )
+
+
+async def test_server_answers_a_close_between_fragments_normally(
+    recorder: Recorder,
+) -> None:
+    with trio.fail_after(TEST_BOUND):
+        async with upgraded_raw_client(recorder.port) as peer:
+            await peer.stream.send_all(close_mid_message(masked=True))
+            assert await peer.read_close_code(masked=False) == 1000
+            assert await peer.read_to_eof() == b""
+        outcome = await recorder.next_outcome()
+    assert isinstance(outcome, CloseReason)
+    assert outcome.code == 1000
+
+
+async def test_client_answers_a_close_between_fragments_normally(
+    nursery: trio.Nursery,
+) -> None:
+    codes: list[int] = []
+
+    async def close_mid_fragments(peer: RawPeer) -> None:
+        await upgrade_with(close_mid_message(masked=False), peer)
+        codes.append(await peer.read_close_code(masked=True))
+
+    port = await start_raw_server(nursery, close_mid_fragments)
+    with trio.fail_after(TEST_BOUND):
+        async with open_websocket_url(f"ws://{HOST}:{port}/") as ws:
+            with pytest.raises(ConnectionClosed) as info:
+                await ws.get_message()
+    assert info.value.reason is not None
+    assert info.value.reason.code == 1000
+    assert codes == [1000]

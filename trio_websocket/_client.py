@@ -18,6 +18,7 @@ from websockets.typing import Subprotocol
 from websockets.uri import WebSocketURI
 
 from ._connection import WebSocketConnection
+from ._engine import ClientEngine
 from ._errors import (
     ConnectionRejected,
     ConnectionTimeout,
@@ -575,7 +576,7 @@ async def _handshake(
     On any failure, including cancellation, the stream is closed.
     """
     try:
-        protocol = ClientProtocol(
+        protocol = ClientEngine(
             WebSocketURI(False, host, 0, resource, ""),
             subprotocols=[Subprotocol(name) for name in request.subprotocols]
             if request.subprotocols

@@ -16,6 +16,7 @@ from websockets.typing import Subprotocol
 
 from ._admission import HeadTooLarge, limit_head
 from ._connection import WebSocketConnection
+from ._engine import ServerEngine
 from ._errors import CloseReason, ConnectionClosed, HandshakeError
 from ._handshake import (
     ENGINE_LOGGER,
@@ -248,7 +249,7 @@ async def read_request(
     than ``max_request_line`` bytes gets 414, header lines totalling more
     than ``max_header_size`` bytes get 431.
     """
-    protocol = ServerProtocol(
+    protocol = ServerEngine(
         extensions=settings.server_extensions(),
         max_size=settings.engine_max_size,
         logger=ENGINE_LOGGER,
