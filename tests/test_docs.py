@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import logging
 import os
 import re
 import socket
 import ssl
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -185,6 +186,20 @@ EXPECTED: dict[str, tuple[bool, Callable[[Any], None]]] = {
 def test_every_example_is_checked() -> None:
     found = {path.stem for path in EXAMPLES.glob("*.py")} - HELPERS
     assert found == set(EXPECTED)
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """Undo an example's logging setup (a level, a root handler) after it.
+
+    Left at DEBUG, the library's logger would have pytest keep every later
+    test's per-frame records, and with them the frames.
+    """
+    library, root = logging.getLogger("trio-websocket"), logging.getLogger()
+    level, handlers = library.level, list(root.handlers)
+    yield
+    library.setLevel(level)
+    root.handlers[:] = handlers
 
 
 async def run_example(name: str, guard: float) -> None:
