@@ -10,8 +10,10 @@ rather than waits when our side waits for the peer.
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
+from functools import partial
 from typing import Any
 
 import pytest
@@ -238,3 +240,73 @@ async def test_client_answers_a_close_between_fragments_normally(
     assert info.value.reason is not None
     assert info.value.reason.code == 1000
     assert codes == [1000]
+
+
+# -- A compression answer outside RFC 7692 -----------------------------------
+
+#: Incompressible data repeated past a 4 KiB window but within 32 KiB: only
+#: a compressor with a window over 12 bits can refer back to the repeat.
+REPEATED = os.urandom(3000)
+FAR_REPEAT = REPEATED + os.urandom(5000) + REPEATED
+
+
+def deflate(data: bytes) -> bytes:
+    """A permessage-deflate payload, compressed with the largest window."""
+    compressor = zlib.compressobj(wbits=-15)
+    return (compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+
+
+def inflate(payload: bytes, window_bits: int) -> bytes:
+    """Decompress with a window of ``window_bits``, strictly.
+
+    Output comes in small pieces: zlib resolves a reference from its output
+    buffer when it can, and only its own window has the size asked for.
+    """
+    decompressor = zlib.decompressobj(wbits=-window_bits)
+    pieces, data = [], payload + b"\0\0\xff\xff"
+    while data:
+        pieces.append(decompressor.decompress(data, 256))
+        data = decompressor.unconsumed_tail
+    return b"".join(pieces) + decompressor.flush()
+
+
+async def answer_a_large_client_window(offers: list[bytes], peer: RawPeer) -> None:
+    """Answer client_max_window_bits=15 whatever the offer; echo one message.
+
+    Autobahn's reference server answers so. The message is read with a
+    decompressor of 12 bits, which fails if the client compressed with more.
+    """
+    head = await peer.read_head()
+    offers.extend(
+        line.split(b":", 1)[1].strip()
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"sec-websocket-extensions:")
+    )
+    answer = b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=15"
+    await peer.stream.send_all(upgrade_response(head)[:-2] + answer + b"\r\n\r\n")
+    opcode, payload = await peer.read_frame(masked=True)
+    message = inflate(payload, 12)
+    await peer.stream.send_all(frame(opcode, deflate(message), rsv=0b100, masked=False))
+    assert await peer.read_close_code(masked=True) == 1000
+
+
+async def test_client_compresses_with_its_own_window_when_offered_more(
+    nursery: trio.Nursery,
+) -> None:
+    offers: list[bytes] = []
+    port = await start_raw_server(
+        nursery, partial(answer_a_large_client_window, offers)
+    )
+    with trio.fail_after(TEST_BOUND):
+        async with open_websocket_url(f"ws://{HOST}:{port}/") as ws:
+            assert ws.extensions == ["permessage-deflate"]
+            await ws.send_message(FAR_REPEAT)
+            assert await ws.get_message() == FAR_REPEAT
+    # What browsers and the websockets package offer.
+    assert offers == [b"permessage-deflate; client_max_window_bits"]
+
+
+def test_a_compressor_window_over_12_bits_refers_back_to_the_repeat() -> None:
+    # What the test above relies on: inflate(..., 12) refuses such data.
+    with pytest.raises(zlib.error):
+        inflate(deflate(FAR_REPEAT), 12)

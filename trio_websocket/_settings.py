@@ -13,10 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, TypedDict
 
-from websockets.extensions.permessage_deflate import (
-    ClientPerMessageDeflateFactory,
-    ServerPerMessageDeflateFactory,
-)
+from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
+
+from ._engine import ClientDeflateFactory
 
 #: Default of ``connect_timeout`` and ``disconnect_timeout``, in seconds.
 CONN_TIMEOUT = 60
@@ -127,16 +126,11 @@ class Settings:
             limit += limit // 8 + limit // 64 + 64
         return limit, self.max_fragment_size
 
-    def client_extensions(self) -> list[ClientPerMessageDeflateFactory] | None:
+    def client_extensions(self) -> list[ClientDeflateFactory] | None:
         """The extensions a client offers."""
         if self.compression is None:
             return None
-        return [
-            ClientPerMessageDeflateFactory(
-                client_max_window_bits=_WINDOW_BITS,
-                compress_settings=_COMPRESS_SETTINGS,
-            )
-        ]
+        return [ClientDeflateFactory(_WINDOW_BITS, _COMPRESS_SETTINGS)]
 
     def server_extensions(self) -> list[ServerPerMessageDeflateFactory] | None:
         """The extensions a server accepts."""
