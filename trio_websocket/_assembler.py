@@ -1,23 +1,32 @@
 """Turn data frames into messages and fragments, validating text on arrival.
 
-The engine hands us frames and already enforces the size limits and the
-order of continuation frames. What is left for us: decoding text, and
-checking that it is UTF-8 fragment by fragment, so that a peer cannot make
-us buffer a whole invalid message before we notice (close code 1007).
+The engine hands us frames and already enforces the order of continuation
+frames. What is left for us: the exact size limits (the engine's leave
+room for control frames, see :attr:`Settings.engine_max_size`), the cap on
+frames per message, decoding text, and checking that it is UTF-8 fragment
+by fragment, so that a peer cannot make us buffer a whole invalid message
+before we notice (close code 1007).
 
 A message in a single frame becomes a ``str`` or ``bytes``; each frame of a
 fragmented message becomes a :class:`~._queue.Fragment`, which the
 application either joins (``get_message``) or consumes one by one
 (``get_fragments``), so memory stays bounded by the fragment.
+:class:`MessageBuffer` joins them into one growing buffer, so a message
+costs about its own size however many frames it came in.
 """
 
 from __future__ import annotations
 
 import codecs
+import io
+import math
+from collections.abc import Callable
+from typing import cast
 
 from websockets.frames import Frame, Opcode
 
-from ._queue import Fragment, Item
+from ._queue import Fragment, Item, Message
+from ._settings import Settings
 
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
@@ -33,29 +42,31 @@ class InvalidMessage(Exception):
 class Assembler:
     """Decode the data frames of one connection, one message at a time.
 
-    ``max_size`` is checked here, exactly, on the decompressed payload; the
-    engine's own limit is set a little higher when compression is on,
-    because a compressed frame can be slightly larger than its content.
+    The message and frame size limits are checked here, exactly, on the
+    decompressed payload; the engine's own limits are a little higher (see
+    :attr:`Settings.engine_max_size`).
     """
 
-    def __init__(self, max_size: float) -> None:
-        self._max_size = max_size
+    def __init__(self, settings: Settings) -> None:
+        self._max_size = settings.max_message_size
+        self._max_frame = settings.max_fragment_size or math.inf
+        self._max_frames = settings.max_message_fragments or math.inf
         self._size = 0  # of the message in progress
+        self._frames = 0  # of the message in progress
         # Set while a fragmented text message is in progress.
         self._decoder: codecs.IncrementalDecoder | None = None
 
     def feed(self, frame: Frame) -> Item:
         """Decode a data frame into a whole message or a fragment.
 
-        Raises :exc:`InvalidMessage` for a message over the size limit (1009)
-        and as soon as text cannot be valid UTF-8 (1007).
+        Raises :exc:`InvalidMessage` for a message or frame over the size
+        limits or a message in too many frames (1009), and as soon as text
+        cannot be valid UTF-8 (1007).
         """
         opcode = frame.opcode
         if opcode is not Opcode.CONT:
-            self._size = 0
-        self._size += len(frame.data)
-        if self._size > self._max_size:
-            raise InvalidMessage(1009, f"message over {self._max_size} bytes")
+            self._size = self._frames = 0
+        self._check_limits(len(frame.data))
         if opcode is not Opcode.CONT:
             if frame.fin:
                 # The common case: a message in a single frame.
@@ -68,6 +79,40 @@ class Assembler:
         except UnicodeDecodeError as exc:
             raise _invalid_text(exc) from None
         return Fragment(text, frame.fin)
+
+    def _check_limits(self, size: int) -> None:
+        self._size += size
+        self._frames += 1
+        if self._size > self._max_size:
+            raise InvalidMessage(1009, f"message over {self._max_size} bytes")
+        if size > self._max_frame:
+            raise InvalidMessage(1009, f"frame over {self._max_frame} bytes")
+        if self._frames > self._max_frames:
+            raise InvalidMessage(1009, f"message in over {self._max_frames} frames")
+
+
+class MessageBuffer:
+    """Joins the fragments of one message as they come.
+
+    One growing buffer rather than a list of pieces: a list costs a pointer
+    and an object header per piece, and ``b"".join`` another 80 bytes each,
+    which for one-byte fragments is over a hundred times the payload.
+    """
+
+    def __init__(self, first: Message) -> None:
+        buffer = io.StringIO() if isinstance(first, str) else io.BytesIO()
+        # Every fragment of a message has the type of the first.
+        self._write = cast("Callable[[Message], object]", buffer.write)
+        self._value = cast("Callable[[], Message]", buffer.getvalue)
+        self._write(first)
+
+    def add(self, piece: Message) -> None:
+        """Append the next fragment (of the same type as the first)."""
+        self._write(piece)
+
+    def message(self) -> Message:
+        """The whole message."""
+        return self._value()
 
 
 def _whole(frame: Frame) -> str | bytes:

@@ -33,7 +33,7 @@ from websockets.exceptions import ProtocolError
 from websockets.frames import Close, Opcode
 from websockets.protocol import OPEN, SEND_EOF, Protocol, Side
 
-from ._assembler import Assembler, InvalidMessage
+from ._assembler import Assembler, InvalidMessage, MessageBuffer
 from ._errors import CloseReason, ConnectionClosed
 from ._handshake import PackedHeaders, release_handshake
 from ._iterators import BytesLike, Chunks, Fragments, Messages, chunk_iterator
@@ -100,7 +100,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         self._queue = MessageQueue(
             settings.message_queue_size, settings.message_queue_bytes
         )
-        self._assembler = Assembler(settings.max_message_size)
+        self._assembler = Assembler(settings)
         self._mid_message = False  # the consumer stopped inside a message
         self._write_lock = WriteLock()
         self._message_lock = WriteLock()  # one outgoing message at a time
@@ -214,14 +214,12 @@ class WebSocketConnection(trio.abc.AsyncResource):
         item = await self._next_item(start=True)
         if not isinstance(item, Fragment):
             return item
-        parts = [item.data]
+        buffer = MessageBuffer(item.data)
         while not item.last:
             item = cast(Fragment, await self._next_item(start=False))
-            parts.append(item.data)
+            buffer.add(item.data)
         self._mid_message = False
-        if isinstance(parts[0], str):
-            return "".join(cast("list[str]", parts))
-        return b"".join(cast("list[bytes]", parts))
+        return buffer.message()
 
     def get_fragments(self) -> AsyncIterator[Message]:
         """Iterate over the next message fragment by fragment, as it arrives.

@@ -36,6 +36,9 @@ MESSAGE_QUEUE_BYTES = 0
 _WINDOW_BITS = 12
 _COMPRESS_SETTINGS = {"memLevel": 5}
 
+# The largest payload of a control frame (RFC 6455, section 5.5).
+_MAX_CONTROL_FRAME = 125
+
 Compression = Literal["deflate"] | None
 
 
@@ -58,6 +61,12 @@ class ConnectionOptions(TypedDict, total=False):
         Largest frame accepted, in bytes (default: no limit beyond
         ``max_message_size``). With ``max_message_size=math.inf``, this
         bounds memory when messages are consumed with ``get_fragments()``.
+        Control frames (pings, closes) are always allowed their 125 bytes.
+    ``max_message_fragments``
+        Most frames one message may arrive in; one more closes the
+        connection with 1009 (default: no limit). Memory does not depend on
+        it (a message costs about its size however it is split), but each
+        frame costs CPU time, and a message of empty frames never ends.
     ``ping_interval``, ``ping_timeout``
         Keepalive: every ``ping_interval`` seconds, send a ping; if its pong
         does not come within ``ping_timeout`` seconds (default: the
@@ -67,6 +76,7 @@ class ConnectionOptions(TypedDict, total=False):
     compression: Compression
     message_queue_bytes: int
     max_fragment_size: int | None
+    max_message_fragments: int | None
     ping_interval: float | None
     ping_timeout: float | None
 
@@ -96,6 +106,7 @@ class Settings:
     compression: Compression = "deflate"
     message_queue_bytes: int = MESSAGE_QUEUE_BYTES
     max_fragment_size: int | None = None
+    max_message_fragments: int | None = None
     ping_interval: float | None = None
     ping_timeout: float | None = None
 
@@ -113,18 +124,24 @@ class Settings:
     def engine_max_size(self) -> tuple[int | None, int | None]:
         """The message and fragment limits in the engine's terms.
 
-        Our own check of ``max_message_size`` is exact and happens after
-        decompression; the engine's is on the wire, where deflate adds to
+        Our own checks (in the assembler) are exact and happen after
+        decompression. The engine's are on the wire, where deflate adds to
         incompressible data 5 bytes per block, and a peer's compressor with a
         small memLevel makes small blocks (128 bytes at memLevel 1), so it
-        gets zlib's conservative deflateBound() as slack.
+        gets zlib's conservative deflateBound() as slack. The engine also
+        applies its limits to control frames, counting a ping in the middle
+        of a message against what is left of the message: so both limits
+        leave room for a control frame's 125 bytes.
         """
+        fragment = self.max_fragment_size
+        if fragment is not None:
+            fragment = max(fragment, _MAX_CONTROL_FRAME)
         if self.max_message_size == math.inf:
-            return None, self.max_fragment_size
+            return None, fragment
         limit = int(self.max_message_size)
         if self.compression is not None:
             limit += limit // 8 + limit // 64 + 64
-        return limit, self.max_fragment_size
+        return limit + _MAX_CONTROL_FRAME, fragment
 
     def client_extensions(self) -> list[ClientDeflateFactory] | None:
         """The extensions a client offers."""
