@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from raw_http import exchange, plain_request
 from test_bad_input import (
     BINARY,
     CONT,
@@ -27,7 +28,13 @@ from test_bad_input import (
     upgraded_raw_client,
 )
 
-from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
+from trio_websocket import (
+    ConnectionClosed,
+    Router,
+    WebSocketRequest,
+    serve_websocket,
+    static_response,
+)
 
 HOST = "127.0.0.1"
 PONG = 0xA
@@ -145,3 +152,26 @@ async def test_data_frames_are_still_held_to_small_limits(
         async with upgraded_raw_client(port) as peer:
             await peer.stream.send_all(message)
             assert await peer.read_close_code(masked=False) == 1009
+
+
+# -- HEAD requests -----------------------------------------------------------
+
+
+async def test_head_gets_the_headers_of_get_without_the_body(
+    nursery: trio.Nursery,
+) -> None:
+    router = Router()
+    router.http("/page", static_response(b"<p>hello</p>\n", content_type="text/html"))
+    server = await nursery.start(
+        partial(serve_websocket, router, HOST, 0, None, http_handler=router)
+    )
+    with trio.fail_after(TEST_BOUND):
+        get = await exchange(server.port, plain_request("/page"))
+        head = await exchange(
+            server.port, plain_request("/page").replace(b"GET", b"HEAD", 1)
+        )
+    assert (get.status, get.body) == (200, b"<p>hello</p>\n")
+    assert head.status == 200
+    assert head.headers["content-length"] == "13"
+    assert head.headers["content-type"] == "text/html"
+    assert head.body == b""

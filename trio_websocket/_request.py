@@ -191,12 +191,15 @@ class WebSocketRequest:
         """Refuse the connection with an HTTP response, then close it.
 
         The response carries ``status_code``, ``extra_headers`` and an
-        optional ``body`` with the matching ``Content-Length``.
+        optional ``body`` with the matching ``Content-Length`` (for a
+        ``HEAD`` request, the ``Content-Length`` without the body).
         """
         self._check_unanswered()
         if not 200 <= status_code <= 599:
             raise ValueError(f"cannot reject with HTTP status {status_code}")
         response = _http_response(status_code, extra_headers, body or b"")
+        if self._method == "HEAD":  # the headers a GET gets, without the body
+            response.body = b""
         self._answered = True
         self._protocol.send_response(response)
         await _send_and_close(self._stream, self._protocol)

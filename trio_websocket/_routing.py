@@ -110,6 +110,9 @@ def static_response(
 ) -> Handler:
     """A plain HTTP handler that always answers with ``body``.
 
+    A ``HEAD`` request gets the same headers, ``Content-Length`` included,
+    and no body.
+
     For health checks and small static pages on the WebSocket port::
 
         router.http("/healthz", static_response(b"ok\\n"))
