@@ -60,7 +60,7 @@ def parse_answer(data: bytes) -> Answer:
     return Answer(int(status_line.split()[1]), headers, body)
 
 
-async def read_until(stream: trio.abc.Stream, done: bytes | None) -> bytes:
+async def read_until(stream: trio.abc.ReceiveStream, done: bytes | None) -> bytes:
     """Read until ``done`` appears in the data (or to the end, with None)."""
     data = bytearray()
     for _ in range(MAX_READS):

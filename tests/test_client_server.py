@@ -938,6 +938,7 @@ async def test_server_retries_accept_when_out_of_file_descriptors(
             await server.aclose()
     assert listener.closed
     assert any(
-        "accept failed" in record.getMessage() and record.levelno == logging.ERROR
+        "cannot accept connections" in record.getMessage()
+        and record.levelno == logging.WARNING
         for record in caplog.records
     )

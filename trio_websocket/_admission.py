@@ -7,6 +7,9 @@ is never called.
 
 The checks happen in this order:
 
+0. Before a TCP connection is accepted: the cap on handshakes in progress
+   (``max_handshakes``). While it is reached the server accepts nobody;
+   new connections wait in the operating system's backlog.
 1. When the TCP connection arrives: the cap on concurrent connections
    (503) and the cap on handshakes in progress from the client's IP
    address (429). These are answered without reading the request.
@@ -38,6 +41,9 @@ from ._url import Endpoint
 if TYPE_CHECKING:
     from ._request import WebSocketRequest
 
+#: Default of ``Admission.max_handshakes``.
+MAX_HANDSHAKES = 1000
+
 #: Allowed ``Origin`` values: exact strings, compiled regular expressions
 #: (which must match the whole value), or ``None`` for "no Origin header".
 OriginRule = str | re.Pattern[str] | None
@@ -47,7 +53,8 @@ Credentials = Mapping[str, str] | Callable[[str, str], bool]
 
 @dataclass(frozen=True)
 class Admission:
-    """A server's admission policy; every limit is off by default.
+    """A server's admission policy; every limit but ``max_handshakes`` is off
+    by default.
 
     Pass it as ``serve_websocket(..., admission=Admission(...))`` or to
     :class:`WebSocketServer`::
@@ -75,6 +82,13 @@ class Admission:
         close, handshakes included; one more gets 503.
     ``retry_after``
         Seconds sent in a ``Retry-After`` header with 503 and 429 refusals.
+    ``max_handshakes``
+        How many clients may be in the handshake (TCP accepted, request not
+        yet complete) at once; default 1000, ``None`` for no limit. While
+        that many are, the server stops accepting connections: the next
+        ones wait in the operating system's listen backlog and are served
+        as handshakes finish or time out (see ``handshake_timeout``). This
+        bounds what slow clients that never finish their request can hold.
     ``max_handshakes_per_ip``
         How many clients from one IP address may be in the handshake (TCP
         accepted, request not yet complete) at once; one more gets 429.
@@ -93,6 +107,7 @@ class Admission:
     realm: str = "trio-websocket"
     max_connections: int | None = None
     retry_after: int | None = None
+    max_handshakes: int | None = MAX_HANDSHAKES
     max_handshakes_per_ip: int | None = None
     max_request_line: int | None = None
     max_header_size: int | None = None
@@ -117,6 +132,7 @@ class Gate:
 
     def __init__(self, admission: Admission) -> None:
         self.admission = admission
+        self.slots = HandshakeSlots(admission.max_handshakes)
         self._connections = 0
         self._handshakes: Counter[str] = Counter()
 
@@ -182,6 +198,33 @@ class Gate:
                 401, (("WWW-Authenticate", challenge),), b"Authentication required.\n"
             )
         return None
+
+
+class HandshakeSlots:
+    """The cap on clients between TCP accept and a complete request.
+
+    A server's accept loops wait for a free slot before each accept and
+    take it; the client's task gives it back when its handshake is over.
+    """
+
+    def __init__(self, limit: int | None) -> None:
+        self._limit = math.inf if limit is None else limit
+        self._taken = 0
+        self._freed = trio.lowlevel.ParkingLot()
+
+    async def wait_for_one(self) -> None:
+        """Wait until a slot is free (returns at once if one is)."""
+        while self._taken >= self._limit:
+            await self._freed.park()
+
+    def take(self) -> None:
+        """Take a slot for a client just accepted (even if none is free)."""
+        self._taken += 1
+
+    def give_back(self) -> None:
+        """Give back a slot that :meth:`take` took."""
+        self._taken -= 1
+        self._freed.unpark()
 
 
 def _reached(count: int, limit: int | None) -> bool:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ._accept import accept_clients
+from ._accept import accept_clients, accept_pending
 from ._admission import Admission, Gate, Refusal
 from ._connection import WebSocketConnection, _check_close
 from ._errors import ConnectionClosed, HandshakeError
@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("trio-websocket")
 
 Handler = Callable[[WebSocketRequest], Awaitable[object]]
+
+#: Default of ``handshake_timeout``, in seconds.
+HANDSHAKE_TIMEOUT = 10
 AnyListener = trio.abc.Listener[Any]
 
 
@@ -50,6 +53,7 @@ async def serve_websocket(
     disconnect_timeout: float = CONN_TIMEOUT,
     http_handler: Handler | None = None,
     admission: Admission | None = None,
+    handshake_timeout: float = HANDSHAKE_TIMEOUT,
     task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED,
     **options: Unpack[ConnectionOptions],
 ) -> None:
@@ -60,7 +64,9 @@ async def serve_websocket(
     on every interface. Use ``server = await nursery.start(serve_websocket,
     ...)`` to get the :class:`WebSocketServer` once it is listening.
     ``http_handler``, if given, answers plain HTTP requests on the same port,
-    and ``admission`` decides who may connect (see :class:`WebSocketServer`).
+    ``admission`` decides who may connect, and ``handshake_timeout`` bounds
+    how long a client may take to send its request (see
+    :class:`WebSocketServer`).
 
     Serves until cancelled, or until ``await server.aclose()`` has shut the
     server down gracefully; then it returns.
@@ -84,6 +90,7 @@ async def serve_websocket(
         disconnect_timeout=disconnect_timeout,
         http_handler=http_handler,
         admission=admission,
+        handshake_timeout=handshake_timeout,
         **options,
     )
     await server.run(task_status=task_status)
@@ -92,8 +99,12 @@ async def serve_websocket(
 class WebSocketServer:
     """Serve WebSocket clients arriving on one or more Trio listeners.
 
-    Each client gets its own task: the handshake request is read (within
-    ``connect_timeout``), then ``handler(request)`` runs. When the handler
+    Each client gets its own task: the handshake request is read, then
+    ``handler(request)`` runs. A client whose request (TLS handshake
+    included) is not complete within ``handshake_timeout`` seconds (default
+    10; ``connect_timeout`` if that is smaller) is dropped without an
+    answer, so slow clients cannot hold connections for long. When the
+    handler
     returns the connection is closed with code 1000; when it raises, the
     error is logged and the client gets HTTP 500 or close code 1011, while
     every other client is served on.
@@ -107,7 +118,8 @@ class WebSocketServer:
 
     ``admission``, an :class:`Admission` policy, refuses clients before any
     handler runs: by ``Origin``, credentials, concurrent connections,
-    handshakes per address, and request size.
+    handshakes per address, and request size; it also caps the clients in
+    the handshake at once (``max_handshakes``, default 1000).
 
     ``await server.aclose()`` shuts the server down gracefully;
     ``server.connections`` lists the open connections.
@@ -126,6 +138,7 @@ class WebSocketServer:
         disconnect_timeout: float = CONN_TIMEOUT,
         http_handler: Handler | None = None,
         admission: Admission | None = None,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
         **options: Unpack[ConnectionOptions],
     ) -> None:
         if not listeners:
@@ -134,7 +147,7 @@ class WebSocketServer:
         self._listeners = list(listeners)
         self._handler_nursery = handler_nursery
         self._http_handler = http_handler
-        self._connect_timeout = connect_timeout
+        self._handshake_timeout = min(handshake_timeout, connect_timeout)
         check_options("WebSocketServer", options)
         self._settings = Settings(
             message_queue_size=message_queue_size,
@@ -205,14 +218,25 @@ class WebSocketServer:
         task_status: trio.TaskStatus[WebSocketServer],
     ) -> None:
         """Accept clients until :meth:`aclose` cancels this."""
+        accepting_args = (
+            self._listeners,
+            self._serve_client,
+            handler_nursery,
+            self._gate.slots,
+        )
         try:
             async with trio.open_nursery() as accepting:
                 self._accepting = accepting.cancel_scope
-                await accepting.start(
-                    accept_clients, self._listeners, self._serve_client, handler_nursery
-                )
+                await accepting.start(accept_clients, *accepting_args)
                 task_status.started(self)
         finally:
+            # Shielded: this runs when cancelled, and every listener must close.
+            with trio.CancelScope(shield=True):
+                if self._closing is not None:
+                    # Clients already in the backlog connected before the
+                    # shutdown: serve them (a 503) rather than reset them.
+                    await accept_pending(*accepting_args)
+                await self._close_listeners()
             self._accepting_stopped.set()
 
     # -- Graceful shutdown ------------------------------------------------------
@@ -266,9 +290,13 @@ class WebSocketServer:
         await self._wait_for_clients()
 
     async def _stop_accepting(self) -> None:
-        if self._accepting is not None:
-            self._accepting.cancel()
-            await self._accepting_stopped.wait()
+        if self._accepting is None:  # never ran
+            await self._close_listeners()
+            return
+        self._accepting.cancel()
+        await self._accepting_stopped.wait()
+
+    async def _close_listeners(self) -> None:
         for listener in self._listeners:
             await trio.aclose_forcefully(listener)
 
@@ -307,6 +335,7 @@ class WebSocketServer:
         except Exception:
             logger.exception("unexpected error while serving a client")
         finally:
+            self._end_handshake(client)
             client.nursery = None
             del self._clients[client]
             self._client_left.set()
@@ -325,11 +354,18 @@ class WebSocketServer:
             return
         try:
             request = await self._admit(nursery, stream, remote)
+            self._end_handshake(client)
             if request is not None:
                 request._on_accept = partial(self._accepted, client)
                 await self._run_handler(request)
         finally:
             self._gate.release_connection()
+
+    def _end_handshake(self, client: _Client) -> None:
+        """Give back the client's handshake slot, once."""
+        if client.handshaking:
+            client.handshaking = False
+            self._gate.slots.give_back()
 
     async def _admit(
         self, nursery: trio.Nursery, stream: trio.abc.Stream, remote: Endpoint | str
@@ -359,7 +395,7 @@ class WebSocketServer:
         self, nursery: trio.Nursery, stream: trio.abc.Stream
     ) -> WebSocketRequest | None:
         admission = self._gate.admission
-        with trio.move_on_after(self._connect_timeout):
+        with trio.move_on_after(self._handshake_timeout):
             try:
                 return await read_request(
                     nursery,
@@ -394,10 +430,11 @@ class WebSocketServer:
 class _Client:
     """What a server tracks about one client's task."""
 
-    __slots__ = ("connection", "nursery", "task")
+    __slots__ = ("connection", "handshaking", "nursery", "task")
 
     def __init__(self) -> None:
         self.task = trio.lowlevel.current_task()
+        self.handshaking = True  # holds a handshake slot
         # The nursery of the client's task and connection, while it runs.
         self.nursery: trio.Nursery | None = None
         self.connection: WebSocketConnection | None = None
