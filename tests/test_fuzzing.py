@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TypeVar
 
-import pytest
 import trio
 import trio.testing
 from hypothesis import HealthCheck, event, example, given, settings
@@ -950,14 +949,9 @@ def test_loopback_client_on_arbitrary_bytes(first: list[bytes], last: bytes) -> 
     assert got == expected
 
 
-# -- Known bug, kept as an example ---------------------------------------------
+# -- A bug fuzzing found, kept as an example ------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a frame that arrives in the same read as a refused one (1007, 1009) "
-    "is still delivered, after the connection was failed (RFC 6455 7.1.7)",
-)
 @given(side=st.sampled_from(["client", "server"]))
 @example(side="client")
 @example(side="server")

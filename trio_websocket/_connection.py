@@ -654,6 +654,10 @@ class WebSocketConnection(trio.abc.AsyncResource):
 
     def _handle_events(self, events: Sequence[Event]) -> None:
         for event in events:
+            if self._refused_peer:
+                # We failed the connection over a message: what came after
+                # it in the same read is not processed (RFC 6455, 7.1.7).
+                break
             frame = cast("Frame", event)
             if frame.opcode in _DATA_OPCODES:
                 self._receive_data_frame(frame)
