@@ -28,6 +28,11 @@ class Fragment(NamedTuple):
 
 Item = Message | Fragment
 
+# What one queued item costs beyond its payload (the tuple, the deque slot,
+# the str or bytes header): counted against the byte budget, so that a
+# budget of N bytes holds about N bytes however small the messages are.
+_ITEM_OVERHEAD = 150
+
 
 class MessageQueue:
     """A bounded FIFO of messages and fragments, with reader flow control."""
@@ -73,9 +78,10 @@ class MessageQueue:
 
     def has_room(self) -> bool:
         """Whether the reader may read more from the network."""
-        return (
-            len(self) < self._max_items + self._waiting or self._bytes < self._max_bytes
-        )
+        count = len(self)
+        if count < self._max_items + self._waiting:
+            return True
+        return self._bytes + count * _ITEM_OVERHEAD < self._max_bytes
 
     async def wait_for_room(self) -> None:
         """Park the reader until a consumer makes room (or the queue closes)."""
