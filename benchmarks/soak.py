@@ -18,6 +18,7 @@ runs ``--seconds`` seconds, then at most ``--settle`` seconds of teardown.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -27,6 +28,7 @@ import struct
 import subprocess
 import sys
 import time
+import tracemalloc
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +50,8 @@ STEP_TIMEOUT = 10.0
 #: RSS growth between the first and last loaded samples taken as a leak: both
 #: this many MiB and this fraction (allocator noise stays well below).
 LEAK_MIB, LEAK_FRACTION = 8.0, 0.2
+#: With --tracemalloc: frames per allocation site, and sites listed.
+GROWTH_FRAMES, GROWTH_SITES = 4, 8
 
 
 # -- The server, in a child process ------------------------------------------
@@ -82,8 +86,16 @@ async def echo(request: WebSocketRequest) -> None:
         pass
 
 
-async def serve() -> None:
-    """The child: serve, and answer each ``sample`` line on stdin with JSON."""
+async def serve(trace: bool) -> None:
+    """The child: serve, and answer each command line on stdin with JSON.
+
+    ``sample`` gets the figures; with ``trace`` (tracemalloc on), ``mark``
+    takes a snapshot and ``growth`` lists the allocation sites that grew
+    most since then.
+    """
+    if trace:
+        tracemalloc.start(GROWTH_FRAMES)
+    mark: tracemalloc.Snapshot | None = None
     async with trio.open_nursery() as nursery:
         server = await nursery.start(serve_websocket, echo, HOST, 0, None)
         stdout = trio.lowlevel.FdStream(os.dup(1))
@@ -96,15 +108,46 @@ async def serve() -> None:
                 break
             buffer += data
             while b"\n" in buffer:
-                _, buffer = buffer.split(b"\n", 1)
-                sample = {
-                    "rss_kib": rss_kib(),
-                    "fds": len(os.listdir("/proc/self/fd")),
-                    "tasks": count_tasks(),
-                    "connections": len(server.connections),
-                }
-                await stdout.send_all(json.dumps(sample).encode() + b"\n")
+                command, buffer = buffer.split(b"\n", 1)
+                answer: object = None
+                if command == b"collect":
+                    answer = gc.collect()
+                elif command == b"mark" and trace:
+                    mark = tracemalloc.take_snapshot()
+                elif command == b"growth" and mark is not None:
+                    answer = growth(mark, tracemalloc.take_snapshot())
+                else:
+                    answer = {
+                        "rss_kib": rss_kib(),
+                        "fds": len(os.listdir("/proc/self/fd")),
+                        "tasks": count_tasks(),
+                        "connections": len(server.connections),
+                        "traced_kib": tracemalloc.get_traced_memory()[0] // 1024
+                        if trace
+                        else None,
+                    }
+                await stdout.send_all(json.dumps(answer).encode() + b"\n")
         nursery.cancel_scope.cancel()
+
+
+def growth(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot) -> list[str]:
+    """The allocation sites that grew most between two snapshots."""
+    ignore = [tracemalloc.Filter(False, tracemalloc.__file__)]
+    stats = after.filter_traces(ignore).compare_to(
+        before.filter_traces(ignore), "traceback"
+    )
+    lines = []
+    for stat in stats[:GROWTH_SITES]:
+        if stat.size_diff <= 0:
+            break
+        where = " <- ".join(
+            f"{os.path.basename(frame.filename)}:{frame.lineno}"
+            for frame in reversed(stat.traceback)
+        )
+        lines.append(
+            f"{stat.size_diff / 1024:+9.1f} KiB {stat.count_diff:+6d} blocks  {where}"
+        )
+    return lines
 
 
 # -- The clients, in this process ---------------------------------------------
@@ -237,25 +280,34 @@ class Server:
         line, self._buffer = self._buffer.split(b"\n", 1)
         return line
 
-    async def sample(self) -> dict[str, Any]:
+    async def ask(self, command: str) -> Any:
         assert self.process.stdin is not None
         with trio.fail_after(STEP_TIMEOUT):
-            await self.process.stdin.send_all(b"sample\n")
-            sample: dict[str, Any] = json.loads(await self.read_line())
+            await self.process.stdin.send_all(command.encode() + b"\n")
+            return json.loads(await self.read_line())
+
+    async def sample(self) -> dict[str, Any]:
+        sample: dict[str, Any] = await self.ask("sample")
         return sample
 
 
 HEADER = (
-    f"{'time s':>7} {'RSS MiB':>8} {'fds':>5} {'tasks':>6} {'conns':>6}"
+    f"{'time s':>7} {'RSS MiB':>8} {'traced':>7} {'fds':>5} {'tasks':>6} {'conns':>6}"
     f" {'msg/s':>7} {'MiB/s':>6} {'sessions':>8} {'hang-ups':>8} {'failures':>8}"
 )
+
+
+def traced(sample: dict[str, Any]) -> str:
+    kib = sample.get("traced_kib")
+    return "-" if kib is None else f"{kib / 1024:.1f}"
 
 
 def row(elapsed: float, sample: dict[str, Any], load: Load, period: float) -> str:
     rate = load.messages / period if period else 0.0
     mib = load.payload_bytes / period / 2**20 if period else 0.0
     return (
-        f"{elapsed:7.1f} {sample['rss_kib'] / 1024:8.1f} {sample['fds']:5d}"
+        f"{elapsed:7.1f} {sample['rss_kib'] / 1024:8.1f} {traced(sample):>7}"
+        f" {sample['fds']:5d}"
         f" {sample['tasks']:6d} {sample['connections']:6d} {rate:7.0f} {mib:6.1f}"
         f" {load.sessions:8d} {load.hang_ups:8d} {len(load.failures):8d}"
     )
@@ -279,6 +331,13 @@ def verdict(
         problems.append(f"RSS grew {growth:+.1f} MiB under steady load")
     if failures:
         problems.append(f"{failures} client failures")
+    traced_growth = ""
+    if idle_before.get("traced_kib") is not None:
+        before_mib = idle_before["traced_kib"] / 1024
+        after_mib = idle_after["traced_kib"] / 1024
+        traced_growth = f"; traced idle {before_mib:.1f} -> {after_mib:.1f} MiB"
+        if after_mib - before_mib > 1:
+            problems.append(f"traced memory grew {after_mib - before_mib:+.1f} MiB")
     figures = (
         f"idle tasks {idle_before['tasks']} -> {idle_after['tasks']}, "
         f"fds {idle_before['fds']} -> {idle_after['fds']}, "
@@ -286,7 +345,7 @@ def verdict(
         f"RSS first -> last loaded sample {first['rss_kib'] / 1024:.1f} -> "
         f"{last['rss_kib'] / 1024:.1f} MiB ({growth:+.1f}), "
         f"idle {idle_before['rss_kib'] / 1024:.1f} -> "
-        f"{idle_after['rss_kib'] / 1024:.1f} MiB"
+        f"{idle_after['rss_kib'] / 1024:.1f} MiB{traced_growth}"
     )
     if problems:
         return f"verdict: LEAK? {'; '.join(problems)} ({figures})"
@@ -296,6 +355,8 @@ def verdict(
 async def soak(args: argparse.Namespace) -> int:
     rng = random.Random(args.seed)
     command = [sys.executable, SCRIPT, "--serve"]
+    if args.tracemalloc:
+        command.append("--tracemalloc")
     process = await trio.lowlevel.open_process(
         command, stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )
@@ -304,7 +365,10 @@ async def soak(args: argparse.Namespace) -> int:
         with trio.fail_after(STEP_TIMEOUT):
             port = int(await server.read_line())
         url = f"ws://{HOST}:{port}/soak"
+        await server.ask("collect")
         idle_before = await server.sample()
+        if args.tracemalloc:
+            await server.ask("mark")
         print(
             f"server pid {process.pid} on port {port}; {args.clients} clients, "
             f"{args.hostile} hostile, {args.seconds:g} s, samples every "
@@ -351,10 +415,22 @@ async def soak(args: argparse.Namespace) -> int:
             row(time.monotonic() - start, idle_after, Load(), 0.0)
             + "   (idle, clients gone)"
         )
+        # What only the cyclic garbage collector frees is not a leak, but
+        # shows here: the server is idle, so nothing triggers a collection.
+        collected = await server.ask("collect")
+        collected_sample = await server.sample()
+        print(
+            row(time.monotonic() - start, collected_sample, Load(), 0.0)
+            + f"   (idle, gc.collect() freed {collected} objects)"
+        )
         first, last = samples[0] if samples else idle_after, idle_after
         if len(samples) > 1:
             last = samples[-1]
-        print(verdict(idle_before, idle_after, first, last, failures))
+        if args.tracemalloc and samples:
+            print("allocation sites grown since the idle server before the load:")
+            for line in await server.ask("growth"):
+                print(f"  {line}")
+        print(verdict(idle_before, collected_sample, first, last, failures))
     finally:
         assert process.stdin is not None
         await process.stdin.aclose()
@@ -374,10 +450,16 @@ def main() -> int:
     parser.add_argument("--hostile", type=int, default=2, help="hanging up")
     parser.add_argument("--settle", type=float, default=10, help="idle wait bound")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--tracemalloc",
+        action="store_true",
+        help="trace the server's Python allocations (slower): a traced-memory"
+        " column and, at the end, the allocation sites that grew",
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        trio.run(serve)
+        trio.run(serve, args.tracemalloc)
         return 0
     return trio.run(soak, args)
 
