@@ -69,10 +69,11 @@ BATCH = 20
 SETTLE_STEPS = 250
 #: Bound on the reads of one HTTP head.
 MAX_READS = 1000
-#: A send that makes no progress for this long is taken as blocked. Too short
-#: only ends a flood early (the bounds checked then still hold); too long
-#: only slows a test down.
-BLOCKED_AFTER = 1.0
+#: A flood is taken as stuck when neither the sender nor the server made
+#: progress for this many checks this many seconds apart. Too short only ends
+#: a flood early (the bounds checked then still hold); too long only slows a
+#: test down.
+BLOCKED_AFTER, STALLED_CHECKS = 0.5, 2
 
 
 @pytest.fixture(autouse=True)
@@ -426,13 +427,18 @@ async def test_client_keeps_nothing_of_servers_that_hang_up(
 
 
 async def flood_until_stalled(
-    nursery: trio.Nursery, send: Callable[[], Awaitable[None]], limit: int
+    nursery: trio.Nursery,
+    send: Callable[[], Awaitable[None]],
+    limit: int,
+    server: WebSocketServer,
 ) -> int:
     """Start calling ``send`` up to ``limit`` times; return once it is stuck.
 
-    The sender stays stuck in ``nursery`` (cancel it to end the flood): a
-    cancelled write would break the stream the checks look at. Returns the
-    number of calls that completed.
+    Stuck means that for ``STALLED_CHECKS`` intervals in a row, neither did a
+    call complete nor did the server read anything (its connections'
+    ``wire_bytes_received``): it has stopped reading. The sender stays stuck
+    in ``nursery`` (cancel it to end the flood): a cancelled write would
+    break the stream. Returns the number of calls that completed.
     """
     done = 0
 
@@ -442,14 +448,19 @@ async def flood_until_stalled(
             await send()
             done += 1
 
+    def progress() -> tuple[int, list[int]]:
+        return done, [c.stats.wire_bytes_received for c in server.connections]
+
     nursery.start_soon(flood)
-    last = -1
-    for _ in range(limit + 1):
+    last, still = progress(), 0
+    for _ in range(limit * STALLED_CHECKS + 1):
         await trio.sleep(BLOCKED_AFTER)
-        if done == last:
+        now = progress()
+        still = still + 1 if now == last else 0
+        if still == STALLED_CHECKS:
             return done
         assert done < limit, "the peer took the whole flood"
-        last = done
+        last = now
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -474,7 +485,7 @@ async def test_server_buffers_little_for_a_client_that_never_reads(
             trio.open_nursery() as sending,
         ):
             sent = await flood_until_stalled(
-                sending, partial(ws.send_message, message), FLOOD_MESSAGES
+                sending, partial(ws.send_message, message), FLOOD_MESSAGES, server
             )
             (connection,) = server.connections
             stats = connection.stats
@@ -624,6 +635,7 @@ async def test_server_stops_reading_pings_it_cannot_answer(
                     sending,
                     partial(stream.send_all, pings),
                     MAX_PINGS // PINGS_PER_SEND,
+                    server,
                 )
                 (connection,) = server.connections
                 stats = connection.stats
