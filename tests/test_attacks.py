@@ -657,14 +657,6 @@ async def test_server_stops_reading_pings_it_cannot_answer(
 # -- What a closed connection keeps -------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a closed WebSocketConnection is in a reference cycle (self._turns, a "
-    "ReadTurns, holds the bound method self._reader_needed), so it, its engine "
-    "and its permessage-deflate zlib state are freed only by the cyclic garbage "
-    "collector: about 3 MiB of closed connections waited for it in a 10 s "
-    "benchmarks/soak.py run",
-)
 async def test_a_closed_connection_is_freed_without_the_garbage_collector(
     nursery: trio.Nursery,
 ) -> None:

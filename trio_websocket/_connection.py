@@ -575,6 +575,9 @@ class WebSocketConnection(trio.abc.AsyncResource):
             self._wake_everyone()
             await self._transport.aclose_forcefully()
             self._reader_finished = True
+            # The turns hold our _reader_needed: a cycle that would keep a
+            # closed connection (and its zlib state) until the cyclic GC runs.
+            self._turns = None
             if self._reader_done is not None:
                 self._reader_done.set()
             self._log_close()
