@@ -56,6 +56,12 @@ async def upgrade_with(extra: bytes, peer: RawPeer) -> None:
     await peer.stream.send_all(upgrade_response(await peer.read_head()) + extra)
 
 
+def deflate(data: bytes) -> bytes:
+    """A permessage-deflate payload, compressed with the largest window."""
+    compressor = zlib.compressobj(wbits=-15)
+    return (compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+
+
 # -- Frames in the same packet as the handshake ------------------------------
 
 
@@ -96,12 +102,10 @@ async def test_server_decompresses_a_message_sent_with_the_request(
 ) -> None:
     # The frame needs the extension that only the 101 response negotiates.
     offer = "Sec-WebSocket-Extensions: permessage-deflate\r\n"
-    compressor = zlib.compressobj(wbits=-15)
-    payload = compressor.compress(b"squeezed") + compressor.flush(zlib.Z_SYNC_FLUSH)
+    compressed = frame(TEXT, deflate(b"squeezed"), rsv=0b100)
     with trio.fail_after(TEST_BOUND):
         async with raw_client(recorder.port) as peer:
-            request = upgrade_request(extra=offer)
-            await peer.stream.send_all(request + frame(TEXT, payload[:-4], rsv=0b100))
+            await peer.stream.send_all(upgrade_request(extra=offer) + compressed)
             assert b"permessage-deflate" in await peer.read_head()
             assert await recorder.next_outcome() == "squeezed"
 
@@ -248,12 +252,6 @@ async def test_client_answers_a_close_between_fragments_normally(
 #: a compressor with a window over 12 bits can refer back to the repeat.
 REPEATED = os.urandom(3000)
 FAR_REPEAT = REPEATED + os.urandom(5000) + REPEATED
-
-
-def deflate(data: bytes) -> bytes:
-    """A permessage-deflate payload, compressed with the largest window."""
-    compressor = zlib.compressobj(wbits=-15)
-    return (compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
 
 
 def inflate(payload: bytes, window_bits: int) -> bytes:
