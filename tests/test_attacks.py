@@ -1,7 +1,7 @@
 """Hostile peers over real loopback sockets: the proof that nothing leaks.
 
 Raw peers (hand-built HTTP and frames; the frame helpers come from
-``test_bad_input``) hang up at every stage of the handshake and of a message,
+``raw_peer``) hang up at every stage of the handshake and of a message,
 never read what they are sent, inflate a small compressed frame past the
 message limit, or flood pings without reading the pongs. Against our echo
 server and our client, over TCP, TLS and IPv6, every test checks that:
@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
-import logging
 import os
 import socket
 import ssl
@@ -31,7 +30,7 @@ import struct
 import tracemalloc
 import weakref
 import zlib
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -39,7 +38,7 @@ from typing import Any
 import pytest
 import trio
 from conftest import echo_handler
-from test_bad_input import (
+from raw_peer import (
     BINARY,
     CLOSE,
     CONT,
@@ -47,6 +46,7 @@ from test_bad_input import (
     TEXT,
     close_payload,
     frame,
+    no_errors_logged,  # noqa: F401  (an autouse fixture)
     status_of,
     upgrade_request,
     upgrade_response,
@@ -60,7 +60,6 @@ from trio_websocket import (
     serve_websocket,
 )
 
-PONG = 0xA
 #: Bound on every test's duration: a bug fails, never hangs.
 TEST_BOUND = 30
 #: Attacks per stage and transport.
@@ -74,18 +73,6 @@ MAX_READS = 1000
 #: a flood early (the bounds checked then still hold); too long only slows a
 #: test down.
 BLOCKED_AFTER, STALLED_CHECKS = 0.5, 2
-
-
-@pytest.fixture(autouse=True)
-def no_errors_logged(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """A hostile peer is never an internal error of ours."""
-    yield
-    errors = [
-        record.getMessage()
-        for record in caplog.get_records("call")
-        if record.name.startswith("trio-websocket") and record.levelno >= logging.ERROR
-    ]
-    assert errors == []
 
 
 # -- What the process holds ---------------------------------------------------

@@ -28,10 +28,11 @@ from raw_http import (
     send_and_read_answer,
     upgrade_request,
 )
-from test_bad_input import (
+from raw_peer import (
     BINARY,
     CONT,
     PING,
+    PONG,
     TEST_BOUND,
     TEXT,
     Outcome,
@@ -52,7 +53,6 @@ from trio_websocket import (
 from trio_websocket._server import HANDSHAKE_TIMEOUT
 
 HOST = "127.0.0.1"
-PONG = 0xA
 
 
 async def start_recording_server(

@@ -1,6 +1,6 @@
 """Hostile peers at the protocol level, over real loopback sockets.
 
-A raw peer (hand-built HTTP and frames, from ``test_bad_input``) sends what a
+A raw peer (hand-built HTTP and frames, from ``raw_peer``) sends what a
 well-behaved peer would not: frames in the same packet as its handshake, a
 close frame in the middle of a fragmented message, a frame we must refuse
 while it never answers our close, a compression answer outside RFC 7692.
@@ -18,13 +18,14 @@ from typing import Any
 
 import pytest
 import trio
-from test_bad_input import (
+from raw_peer import (
     BINARY,
     CLOSE,
     CONT,
     HOST,
     LIMIT,
     PING,
+    PONG,
     TEST_BOUND,
     TEXT,
     RawPeer,
@@ -42,8 +43,6 @@ from test_bad_input import (
 )
 
 from trio_websocket import CloseReason, ConnectionClosed, open_websocket_url
-
-PONG = 0xA
 
 
 @pytest.fixture
@@ -126,23 +125,33 @@ async def test_client_answers_a_ping_sent_with_the_response(
             await answered.wait()
 
 
-async def test_client_fails_on_a_bad_frame_sent_with_the_response(
-    nursery: trio.Nursery,
-) -> None:
+async def client_closes_on(
+    extra: bytes, nursery: trio.Nursery
+) -> tuple[int, list[int]]:
+    """Our client against a raw server that sends ``extra`` with its 101.
+
+    The close code our client raises with, and the codes the server read.
+    """
     codes: list[int] = []
 
-    async def bad_frame_at_once(peer: RawPeer) -> None:
-        await upgrade_with(frame(BINARY, b"hi", masked=True), peer)
+    async def send_at_once(peer: RawPeer) -> None:
+        await upgrade_with(extra, peer)
         codes.append(await peer.read_close_code(masked=True))
 
-    port = await start_raw_server(nursery, bad_frame_at_once)
+    port = await start_raw_server(nursery, send_at_once)
     with trio.fail_after(TEST_BOUND):
         async with open_websocket_url(f"ws://{HOST}:{port}/") as ws:
             with pytest.raises(ConnectionClosed) as info:
                 await ws.get_message()
     assert info.value.reason is not None
-    assert info.value.reason.code == 1002
-    assert codes == [1002]
+    return info.value.reason.code, codes
+
+
+async def test_client_fails_on_a_bad_frame_sent_with_the_response(
+    nursery: trio.Nursery,
+) -> None:
+    bad_frame = frame(BINARY, b"hi", masked=True)
+    assert await client_closes_on(bad_frame, nursery) == (1002, [1002])
 
 
 # -- A peer that never answers our close frame -------------------------------
@@ -230,20 +239,8 @@ async def test_server_answers_a_close_between_fragments_normally(
 async def test_client_answers_a_close_between_fragments_normally(
     nursery: trio.Nursery,
 ) -> None:
-    codes: list[int] = []
-
-    async def close_mid_fragments(peer: RawPeer) -> None:
-        await upgrade_with(close_mid_message(masked=False), peer)
-        codes.append(await peer.read_close_code(masked=True))
-
-    port = await start_raw_server(nursery, close_mid_fragments)
-    with trio.fail_after(TEST_BOUND):
-        async with open_websocket_url(f"ws://{HOST}:{port}/") as ws:
-            with pytest.raises(ConnectionClosed) as info:
-                await ws.get_message()
-    assert info.value.reason is not None
-    assert info.value.reason.code == 1000
-    assert codes == [1000]
+    mid_message = close_mid_message(masked=False)
+    assert await client_closes_on(mid_message, nursery) == (1000, [1000])
 
 
 # -- A compression answer outside RFC 7692 -----------------------------------

@@ -41,7 +41,21 @@ import trio
 import trio.testing
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
-from test_bad_input import HOST, accept_key, close_payload, upgrade_request
+from raw_peer import (
+    BINARY,
+    CLOSE,
+    CONT,
+    HOST,
+    LIMIT,
+    PING,
+    PONG,
+    TEXT,
+    accept_key,
+    close_payload,
+    serve_limited,
+    upgrade_request,
+    wire_frame,
+)
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidStatus
 from websockets.frames import Frame, Opcode
@@ -57,7 +71,6 @@ from trio_websocket import (
     HandshakeError,
     WebSocketRequest,
     open_websocket_url,
-    serve_websocket,
     wrap_client_stream,
     wrap_server_stream,
 )
@@ -86,11 +99,8 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 #: Examples for the (slower) loopback tests: a quarter of the profile's.
 LOOPBACK_EXAMPLES = max(5, settings().max_examples // 4)
 
-#: max_message_size of the connections under test.
-LIMIT = 200
 #: Bound on one example's duration: a bug fails, never hangs.
 BOUND = 5
-TEXT, BINARY, CONT, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
 DEFLATE_OFFER = (
     "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
 )
@@ -136,29 +146,6 @@ def run(fn: Callable[[], Awaitable[T]]) -> T:
 
 
 # -- Hand-built frames -------------------------------------------------------
-
-
-def wire_frame(
-    opcode: int,
-    payload: bytes = b"",
-    *,
-    fin: bool = True,
-    rsv: int = 0,
-    key: bytes | None = b"\x01\x02\x03\x04",
-) -> bytes:
-    """Encode one frame exactly as asked, masked with ``key`` unless None."""
-    head = bytes([(0x80 if fin else 0) | (rsv << 4) | opcode])
-    mask_bit = 0x80 if key is not None else 0
-    size = len(payload)
-    if size < 126:
-        head += bytes([mask_bit | size])
-    elif size < 2**16:
-        head += bytes([mask_bit | 126]) + struct.pack("!H", size)
-    else:
-        head += bytes([mask_bit | 127]) + struct.pack("!Q", size)
-    if key is None:
-        return head + payload
-    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
 def deflate(data: bytes) -> bytes:
@@ -856,17 +843,7 @@ async def loopback_server(writes: Sequence[bytes]) -> Outcome:
         done.set()
 
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(
-            partial(
-                serve_websocket,
-                handler,
-                HOST,
-                0,
-                None,
-                max_message_size=LIMIT,
-                compression=None,
-            )
-        )
+        server = await serve_limited(nursery, handler, compression=None)
         stream = await trio.open_tcp_stream(HOST, server.port)
         async with stream:
             reader = Reader(stream)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import trio
-from test_bad_input import (
+from raw_peer import (
     BINARY,
     CLOSE,
     HOST,

@@ -21,17 +21,17 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from test_bad_input import (
+from raw_peer import (
     CLOSE,
     HOST,
     LIMIT,
     PING,
-    SERVER_BAD_FRAMES,
     TEST_BOUND,
     TEXT,
     frame,
     upgraded_raw_client,
 )
+from test_bad_input import SERVER_BAD_FRAMES
 
 from trio_websocket import (
     CloseReason,
