@@ -57,18 +57,6 @@ GROWTH_FRAMES, GROWTH_SITES = 4, 8
 # -- The server, in a child process ------------------------------------------
 
 
-def count_tasks() -> int:
-    root = trio.lowlevel.current_root_task()
-    assert root is not None
-    count, todo = 0, [root]
-    while todo:
-        task = todo.pop()
-        count += 1
-        for nursery in task.child_nurseries:
-            todo.extend(nursery.child_tasks)
-    return count
-
-
 def rss_kib(pid: int | str = "self") -> int:
     with open(f"/proc/{pid}/status") as status:
         for line in status:
@@ -120,7 +108,7 @@ async def serve(trace: bool) -> None:
                     answer = {
                         "rss_kib": rss_kib(),
                         "fds": len(os.listdir("/proc/self/fd")),
-                        "tasks": count_tasks(),
+                        "tasks": trio.lowlevel.current_statistics().tasks_living,
                         "connections": len(server.connections),
                         "traced_kib": tracemalloc.get_traced_memory()[0] // 1024
                         if trace

@@ -104,6 +104,21 @@ async def unix_listener(
     return path, trio.SocketListener(sock)
 
 
+def has_ipv6_loopback() -> bool:
+    """Whether this machine can listen on the IPv6 loopback address."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:  # pragma: no cover - depends on the machine
+        return False
+    return True
+
+
+needs_ipv6 = pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback")
+
+
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 
 

@@ -37,7 +37,7 @@ from typing import Any
 
 import pytest
 import trio
-from conftest import echo_handler
+from conftest import echo_handler, has_ipv6_loopback
 from raw_peer import (
     BINARY,
     CLOSE,
@@ -119,17 +119,6 @@ async def settled(baseline: Snapshot) -> Snapshot:
 
 
 # -- Transports ---------------------------------------------------------------
-
-
-def has_ipv6_loopback() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
-            sock.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from conftest import echo_handler, echo_messages, server_url
+from conftest import echo_handler, echo_messages, needs_ipv6, server_url
 
 from trio_websocket import (
     CloseReason,
@@ -43,18 +43,6 @@ TIMEOUT = 10
 
 Handler = Callable[[WebSocketRequest], Awaitable[object]]
 Pair = tuple[WebSocketConnection, WebSocketConnection]
-
-
-def _ipv6_available() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
-            sock.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-needs_ipv6 = pytest.mark.skipif(not _ipv6_available(), reason="no IPv6 loopback")
 
 
 async def start_server(

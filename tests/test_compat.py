@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from conftest import needs_ipv6
 
 import trio_websocket
 from trio_websocket import (
@@ -112,18 +113,6 @@ async def round_trip(connection: WebSocketConnection, message: str = "hi") -> No
     with trio.fail_after(5):
         await connection.send_message(message)
         assert await connection.get_message() == message
-
-
-def has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as sock:
-            sock.bind(("::1", 0))
-    except OSError:  # pragma: no cover - depends on the machine
-        return False
-    return True
-
-
-needs_ipv6 = pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback")
 
 
 class URLObject:

@@ -6,12 +6,12 @@ import copy
 import ipaddress
 import pickle
 import re
-import socket
 from functools import partial
 from typing import Any
 
 import pytest
 import trio
+from conftest import needs_ipv6
 
 import trio_websocket
 from trio_websocket import (
@@ -342,16 +342,7 @@ async def test_url_path_and_query(template: str, target: str) -> None:
     assert await _request_target(template) == target
 
 
-def _has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as sock:
-            sock.bind(("::1", 0))
-    except OSError:  # pragma: no cover - depends on the machine
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback")
+@needs_ipv6
 async def test_url_ipv6_literal() -> None:
     target = await _request_target("ws://[::1]:{port}/six?x=y", host="::1")
     assert target == "/six?x=y"
