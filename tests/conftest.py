@@ -18,6 +18,9 @@ from trio_websocket import (
     serve_websocket,
 )
 
+#: Upper bound for any wait that should end promptly; only reached on a bug.
+TIMEOUT = 10
+
 #: Host names and addresses the test server certificate is valid for.
 CERT_HOSTS = ("127.0.0.1", "::1", "localhost")
 

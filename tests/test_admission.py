@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 import trio.testing
-from conftest import echo_messages, server_url
+from conftest import TIMEOUT, echo_messages, server_url
 from raw_http import (
     HOST,
     exchange,
@@ -28,9 +28,6 @@ from trio_websocket import (
     open_websocket_url,
     serve_websocket,
 )
-
-#: Upper bound for any wait that should end promptly; only reached on a bug.
-TIMEOUT = 10
 
 Headers = list[tuple[str, str]]
 

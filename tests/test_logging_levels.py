@@ -21,7 +21,8 @@ from collections.abc import Iterator
 import pytest
 import trio
 import trio.testing
-from conftest import server_url
+from conftest import TIMEOUT, server_url
+from log_records import LOGGER, about, ours
 from raw_http import HOST, exchange, plain_request, read_until, upgraded
 
 from trio_websocket import (
@@ -34,9 +35,6 @@ from trio_websocket import (
     serve_websocket,
 )
 
-#: Upper bound for any wait that should end promptly; only reached on a bug.
-TIMEOUT = 10
-LOGGER = "trio-websocket"
 #: The message size limit of the servers and clients that refuse messages.
 LIMIT = 16
 
@@ -47,29 +45,11 @@ def debug_logs(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, LOGGER)
 
 
-def ours(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    """The records of the library's loggers, engine included."""
-    return [
-        record
-        for record in caplog.records
-        if record.name == LOGGER or record.name.startswith(LOGGER + ".")
-    ]
-
-
 def above(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
     return [
         f"{record.levelname} {record.name}: {record.getMessage()}"
         for record in ours(caplog)
         if record.levelno > level
-    ]
-
-
-def about(caplog: pytest.LogCaptureFixture, who: object) -> list[logging.LogRecord]:
-    """The library's records that start with a connection's name."""
-    return [
-        record
-        for record in ours(caplog)
-        if record.name == LOGGER and record.getMessage().startswith(f"{who}: ")
     ]
 
 

@@ -10,7 +10,8 @@ import struct
 import pytest
 import trio
 import trio.testing
-from conftest import server_url
+from conftest import TIMEOUT, server_url
+from log_records import LOGGER, lines_about, messages
 from raw_http import HOST, exchange, read_until, upgrade_request, upgraded
 
 from trio_websocket import (
@@ -22,10 +23,6 @@ from trio_websocket import (
     serve_websocket,
 )
 from trio_websocket._settings import Compression
-
-#: Upper bound for any wait that should end promptly; only reached on a bug.
-TIMEOUT = 10
-LOGGER = "trio-websocket"
 
 
 class Holder:
@@ -146,18 +143,6 @@ async def test_compression_ratio(
 
 
 # -- Log lines ----------------------------------------------------------------
-
-
-def messages(caplog: pytest.LogCaptureFixture, level: int = logging.DEBUG) -> list[str]:
-    return [
-        record.getMessage()
-        for record in caplog.records
-        if record.name == LOGGER and record.levelno >= level
-    ]
-
-
-def lines_about(caplog: pytest.LogCaptureFixture, who: object) -> list[str]:
-    return [line for line in messages(caplog) if line.startswith(f"{who}: ")]
 
 
 async def test_open_and_close_are_logged_with_the_connection_id(
