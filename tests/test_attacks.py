@@ -266,15 +266,13 @@ async def hang_up_mid_tls_handshake(
     await hang_up(stream, reset=reset)
 
 
-@pytest.mark.parametrize("stage", [*SERVER_STAGES, "mid-tls-handshake"])
-async def test_server_keeps_nothing_of_clients_that_hang_up(
-    nursery: trio.Nursery, transport: Transport, stage: str
+ServerAttack = Callable[[Transport, int, str, bool], Awaitable[None]]
+
+
+async def assert_server_keeps_nothing(
+    nursery: trio.Nursery, transport: Transport, attack: ServerAttack, stage: str
 ) -> None:
-    attack = hang_up_on_server
-    if stage == "mid-tls-handshake":
-        if transport.server_ssl is None:
-            pytest.skip("a TLS stage")
-        attack = hang_up_mid_tls_handshake
+    """A batch of clients runs ``attack``; the server is back where it was."""
     server = await start_echo_server(nursery, transport)
     with trio.fail_after(TEST_BOUND):
         await serves_a_normal_client(transport, server.port)  # warm up
@@ -290,6 +288,24 @@ async def test_server_keeps_nothing_of_clients_that_hang_up(
         assert after.fds <= before.fds, "descriptors left behind"
         assert server.connections == []
         await serves_a_normal_client(transport, server.port)
+
+
+@pytest.mark.parametrize("stage", SERVER_STAGES)
+async def test_server_keeps_nothing_of_clients_that_hang_up(
+    nursery: trio.Nursery, transport: Transport, stage: str
+) -> None:
+    await assert_server_keeps_nothing(nursery, transport, hang_up_on_server, stage)
+
+
+async def test_server_keeps_nothing_of_clients_that_hang_up_mid_tls_handshake(
+    nursery: trio.Nursery,
+    server_ssl_context: ssl.SSLContext,
+    client_ssl_context: ssl.SSLContext,
+) -> None:
+    transport = Transport("127.0.0.1", server_ssl_context, client_ssl_context)
+    await assert_server_keeps_nothing(
+        nursery, transport, hang_up_mid_tls_handshake, "mid-tls-handshake"
+    )
 
 
 # -- Our client: a server hangs up at every stage -----------------------------
