@@ -54,6 +54,8 @@ _LAZY = {
     "Router": "._routing",
     "static_response": "._routing",
     "WebSocketStream": "._stream",
+    "run_workers": "._workers",
+    "worker_index": "._workers",
 }
 
 if TYPE_CHECKING:
@@ -62,6 +64,7 @@ if TYPE_CHECKING:
     from ._reconnect import ReconnectingWebSocket, reconnecting_websocket_url
     from ._routing import Router, static_response
     from ._stream import WebSocketStream
+    from ._workers import run_workers, worker_index
 else:
     # Hidden from type checkers: a module-level __getattr__ would make them
     # accept any misspelt name imported from this package.
@@ -111,8 +114,10 @@ __all__ = [
     "open_websocket_pair",
     "open_websocket_url",
     "reconnecting_websocket_url",
+    "run_workers",
     "serve_websocket",
     "static_response",
+    "worker_index",
     "wrap_client_stream",
     "wrap_server_stream",
 ]

@@ -62,6 +62,16 @@ def _port(text: str) -> int:
     return value
 
 
+def _workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of workers: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a number of workers: {text!r}")
+    return value
+
+
 def _header(text: str) -> tuple[str, str]:
     name, colon, value = text.partition(":")
     if not colon or not name.strip() or name != name.strip():
@@ -197,6 +207,15 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.add_argument("--tls-cert", metavar="FILE", help="serve TLS with this cert")
     serve.add_argument(
         "--tls-key", metavar="FILE", help="the certificate's private key file"
+    )
+    serve.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N",
+        help="serve from N processes sharing the port (Linux, SO_REUSEPORT); "
+        "SIGHUP restarts them one at a time, SIGINT or SIGTERM stops them "
+        "gracefully, exit status 0 (default: 1, a single process)",
     )
 
 

@@ -11,7 +11,14 @@ from functools import partial
 
 import trio
 
-from ._cli import EXIT_ERROR, UsageError, os_error_message, report_error, run_trio
+from ._cli import (
+    EXIT_ERROR,
+    EXIT_OK,
+    UsageError,
+    os_error_message,
+    report_error,
+    run_trio,
+)
 from ._cli_console import Message
 from ._connection import WebSocketConnection
 from ._demo_page import DEMO_PAGE
@@ -32,20 +39,72 @@ def serve_command(args: argparse.Namespace) -> int:
     """Run ``trio-websocket serve`` until interrupted."""
     if (args.tls_cert is None) != (args.tls_key is None):
         raise UsageError("--tls-cert and --tls-key go together")
+    if args.workers > 1 and args.broadcast:
+        raise UsageError(
+            "--broadcast cannot be combined with --workers: each worker would "
+            "be a chat room of its own"
+        )
     ssl_context = None
     if args.tls_cert is not None:
-        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         try:
-            ssl_context.load_cert_chain(args.tls_cert, args.tls_key)
+            ssl_context = _tls_context(args.tls_cert, args.tls_key)
         except (OSError, ssl.SSLError) as exc:
             raise UsageError(f"cannot load the TLS certificate: {exc}") from None
     _configure_logging()
+    if args.workers > 1:
+        return _serve_workers(args)
     room = ChatRoom() if args.broadcast else None
     try:
         return run_trio(_serve, args.host or None, args.port, ssl_context, room)
     except OSError as exc:  # pragma: no cover - reported by _serve
         report_error(_listen_failure(args.host, args.port, exc))
         return EXIT_ERROR
+
+
+def _tls_context(cert: str, key: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+def _serve_workers(args: argparse.Namespace) -> int:
+    """``serve --workers N``: an echo server in N processes; 0 once stopped."""
+    from ._workers import run_workers
+
+    def ready(endpoints: list[Endpoint]) -> None:
+        url = endpoints[0].url + "/"
+        page = url.replace("ws", "http", 1)
+        print(
+            f"echo server serving on {url} with {args.workers} workers "
+            f"(open {page} in a browser)",
+            flush=True,
+        )
+
+    tls = (
+        partial(_tls_context, args.tls_cert, args.tls_key)
+        if args.tls_cert is not None
+        else None
+    )
+    try:
+        run_workers(
+            _echo,
+            args.host or None,
+            args.port,
+            tls,
+            workers=args.workers,
+            grace=5,
+            initializer=_configure_logging,
+            ready=ready,
+            http_handler=_demo_page,
+            disconnect_timeout=5,
+        )
+    except OSError as exc:
+        report_error(_listen_failure(args.host, args.port, exc))
+        return EXIT_ERROR
+    except RuntimeError as exc:  # a worker could not start
+        report_error(str(exc))
+        return EXIT_ERROR
+    return EXIT_OK
 
 
 def _listen_failure(host: str | None, port: int, exc: OSError) -> str:

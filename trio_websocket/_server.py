@@ -54,6 +54,7 @@ async def serve_websocket(
     http_handler: Handler | None = None,
     admission: Admission | None = None,
     handshake_timeout: float = HANDSHAKE_TIMEOUT,
+    reuse_port: bool = False,
     task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED,
     **options: Unpack[ConnectionOptions],
 ) -> None:
@@ -66,14 +67,21 @@ async def serve_websocket(
     ``http_handler``, if given, answers plain HTTP requests on the same port,
     ``admission`` decides who may connect, and ``handshake_timeout`` bounds
     how long a client may take to send its request (see
-    :class:`WebSocketServer`).
+    :class:`WebSocketServer`). ``reuse_port=True`` (Linux) binds with
+    ``SO_REUSEPORT``, so that several processes can listen on the same port
+    and the kernel spreads the connections over them (see
+    :func:`run_workers`).
 
     Serves until cancelled, or until ``await server.aclose()`` has shut the
     server down gracefully; then it returns.
     """
     check_options("serve_websocket", options)
     listeners: Sequence[AnyListener]
-    if ssl_context is None:
+    if reuse_port:
+        from ._workers import open_reuse_port_listeners
+
+        listeners = await open_reuse_port_listeners(host, port, ssl_context)
+    elif ssl_context is None:
         listeners = await trio.open_tcp_listeners(port, host=host)
     else:
         listeners = await trio.open_ssl_over_tcp_listeners(
