@@ -179,6 +179,32 @@ async def test_new_clients_are_refused_once_shutdown_begins(
     await served.wait_returned()
 
 
+async def test_stop_accepting_serves_a_client_in_its_handshake(
+    nursery: trio.Nursery,
+) -> None:
+    server, _ = await start(nursery, echo_handler)
+    port = server.port
+    async with await trio.open_tcp_stream(HOST, port) as early:
+        # Accepted before the listeners close; its request comes after.
+        await trio.testing.wait_all_tasks_blocked()
+        stopping = trio.Event()
+
+        async def stop() -> None:
+            await server.stop_accepting(handshake_grace=TIMEOUT)
+            stopping.set()
+
+        nursery.start_soon(stop)
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(OSError):
+            await trio.open_tcp_stream(HOST, port)
+        assert not stopping.is_set()  # waiting for the early client
+        with trio.fail_after(TIMEOUT):
+            await early.send_all(upgrade_request())
+            head = await read_until(early, b"\r\n\r\n")
+            await stopping.wait()
+    assert head.startswith(b"HTTP/1.1 101 ")
+
+
 async def test_a_connection_accepted_during_shutdown_is_closed_too(
     nursery: trio.Nursery,
 ) -> None:

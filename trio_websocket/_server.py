@@ -297,6 +297,22 @@ class WebSocketServer:
                 client.nursery.cancel_scope.cancel()
         await self._wait_for_clients()
 
+    async def stop_accepting(self, *, handshake_grace: float = 0) -> None:
+        """Stop accepting new clients, and keep serving the ones already in.
+
+        The listeners are closed, so the operating system refuses (or, with
+        ``reuse_port``, hands to another process) new connections. Clients
+        accepted just before are still in their opening handshake: this waits
+        up to ``handshake_grace`` seconds for them to finish it, so that they
+        are served instead of answered 503 by a following :meth:`aclose`,
+        which is what a worker handing its port over to a new process wants.
+        """
+        await self._stop_accepting()
+        with trio.move_on_after(handshake_grace):
+            # Polled: nothing signals the end of one client's handshake.
+            while any(client.handshaking for client in self._clients):  # noqa: ASYNC110
+                await trio.sleep(0.01)
+
     async def _stop_accepting(self) -> None:
         if self._accepting is None:  # never ran
             await self._close_listeners()

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from multiprocessing.connection import Connection
     from multiprocessing.process import BaseProcess
 
-    from ._server import Handler, WebSocketServer
+    from ._server import Handler
 
 logger = logging.getLogger("trio-websocket")
 
@@ -222,22 +222,8 @@ async def _serve_worker(
             if handover:
                 for listener in listeners:
                     listener.handover = True
-                await _finish_handshakes(server)
+                await server.stop_accepting(handshake_grace=_HANDOVER_SECONDS)
             nursery.start_soon(partial(server.aclose, grace_period=spec.grace))
-
-
-async def _finish_handshakes(server: WebSocketServer) -> None:
-    """Stop accepting, and let the clients already accepted finish their handshake.
-
-    Once shutting down, a server answers requests with 503; on a handover
-    the clients it has just accepted are served instead (and then, like every
-    other, closed with 1001).
-    """
-    await server._stop_accepting()
-    with trio.move_on_after(_HANDOVER_SECONDS):
-        # Polled: the server sets no event when a handshake ends.
-        while any(client.handshaking for client in server._clients):  # noqa: ASYNC110
-            await trio.sleep(0.01)
 
 
 async def _wait_for_stop(signals: AsyncIterator[int], conn: Connection) -> bool:
