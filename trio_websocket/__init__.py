@@ -49,6 +49,11 @@ _LAZY = {
     "BroadcastResult": "._broadcast",
     "broadcast": "._broadcast",
     "open_websocket_pair": "._pair",
+    "FanOut": "._pubsub",
+    "Gap": "._pubsub",
+    "PubSub": "._pubsub",
+    "Subscription": "._pubsub",
+    "SubscriptionOverflow": "._pubsub",
     "ReconnectingWebSocket": "._reconnect",
     "reconnecting_websocket_url": "._reconnect",
     "Router": "._routing",
@@ -61,6 +66,7 @@ _LAZY = {
 if TYPE_CHECKING:
     from ._broadcast import BroadcastResult, broadcast
     from ._pair import open_websocket_pair
+    from ._pubsub import FanOut, Gap, PubSub, Subscription, SubscriptionOverflow
     from ._reconnect import ReconnectingWebSocket, reconnecting_websocket_url
     from ._routing import Router, static_response
     from ._stream import WebSocketStream
@@ -97,11 +103,16 @@ __all__ = [
     "ConnectionTimeout",
     "DisconnectionTimeout",
     "Endpoint",
+    "FanOut",
+    "Gap",
     "HandshakeError",
     "ProxyError",
+    "PubSub",
     "ReconnectingWebSocket",
     "RedirectError",
     "Router",
+    "Subscription",
+    "SubscriptionOverflow",
     "WebSocketConnection",
     "WebSocketRequest",
     "WebSocketServer",
