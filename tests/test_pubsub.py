@@ -46,6 +46,7 @@ def test_import_loads_no_pubsub() -> None:
     code = (
         "import sys, trio_websocket\n"
         "assert 'trio_websocket._pubsub' not in sys.modules\n"
+        "assert 'trio_websocket._pubsub_redis' not in sys.modules\n"
         "assert not [m for m in sys.modules if 'redis' in m]\n"
         "trio_websocket.PubSub\n"
         "assert 'trio_websocket._pubsub' in sys.modules\n"

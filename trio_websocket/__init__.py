@@ -54,6 +54,8 @@ _LAZY = {
     "PubSub": "._pubsub",
     "Subscription": "._pubsub",
     "SubscriptionOverflow": "._pubsub",
+    "RedisPubSub": "._pubsub_redis",
+    "open_redis_pubsub": "._pubsub_redis",
     "ReconnectingWebSocket": "._reconnect",
     "reconnecting_websocket_url": "._reconnect",
     "Router": "._routing",
@@ -67,6 +69,7 @@ if TYPE_CHECKING:
     from ._broadcast import BroadcastResult, broadcast
     from ._pair import open_websocket_pair
     from ._pubsub import FanOut, Gap, PubSub, Subscription, SubscriptionOverflow
+    from ._pubsub_redis import RedisPubSub, open_redis_pubsub
     from ._reconnect import ReconnectingWebSocket, reconnecting_websocket_url
     from ._routing import Router, static_response
     from ._stream import WebSocketStream
@@ -110,6 +113,7 @@ __all__ = [
     "PubSub",
     "ReconnectingWebSocket",
     "RedirectError",
+    "RedisPubSub",
     "Router",
     "Subscription",
     "SubscriptionOverflow",
@@ -121,6 +125,7 @@ __all__ = [
     "broadcast",
     "connect_websocket",
     "connect_websocket_url",
+    "open_redis_pubsub",
     "open_websocket",
     "open_websocket_pair",
     "open_websocket_url",

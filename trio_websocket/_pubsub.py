@@ -243,13 +243,15 @@ class PubSub:
         del self._subscriptions[subscription.channel]
         return True
 
-    async def _watch(self, channel: str) -> None:
-        """Backends start receiving ``channel`` here."""
+    async def _joined(self, subscription: Subscription, first: bool) -> None:
+        """Backends start receiving the channel (``first``) here.
+
+        Returns once messages published from now on reach ``subscription``.
+        """
         await trio.lowlevel.checkpoint()
 
-    async def _unwatch(self, channel: str) -> None:
-        """Backends stop receiving ``channel`` here."""
-        await trio.lowlevel.checkpoint()
+    def _left(self, channel: str) -> None:
+        """Backends stop receiving ``channel``, its last subscription gone."""
 
     @asynccontextmanager
     async def subscribe(
@@ -271,14 +273,12 @@ class PubSub:
         first = channel not in self._subscriptions
         self._subscriptions.setdefault(channel, set()).add(subscription)
         try:
-            if first:
-                await self._watch(channel)
+            await self._joined(subscription, first)
             yield subscription
         finally:
             subscription._end()
             if self._remove(subscription):
-                with trio.CancelScope(shield=True):
-                    await self._unwatch(channel)
+                self._left(channel)
 
     @asynccontextmanager
     async def fan_out(
