@@ -142,14 +142,12 @@ class RedisPubSub(PubSub):
 
     @property
     def connected(self) -> bool:
-        """Whether the subscribing connection is up."""
-        return self._subscriber is not None
+        """Whether the subscribing connection is up and has subscribed."""
+        return self._connected.is_set()
 
     async def wait_connected(self) -> None:
-        """Return once the subscribing connection is up."""
-        while self._subscriber is None:
-            await self._connected.wait()
-        await trio.lowlevel.checkpoint()
+        """Return once connected and subscribed again to every channel."""
+        await self._connected.wait()
 
     async def _connect(self) -> _Connection:
         with trio.fail_after(self._connect_timeout):
@@ -173,11 +171,19 @@ class RedisPubSub(PubSub):
                 await self._publisher.send(_command("PUBLISH", channel, data))
                 count = await self._publisher.reply()
             except (*_FAILURES, trio.TooSlowError):
-                if self._publisher is not None:
-                    await trio.aclose_forcefully(self._publisher.stream)
-                    self._publisher = None
+                await self._drop_publisher()
                 return 0  # lost: never sent twice
+            except BaseException:
+                # Cancelled mid-way: the answer would be read by the next
+                # publish, so this connection is done for.
+                await self._drop_publisher()
+                raise
         return count if isinstance(count, int) else 0
+
+    async def _drop_publisher(self) -> None:
+        if self._publisher is not None:
+            publisher, self._publisher = self._publisher, None
+            await trio.aclose_forcefully(publisher.stream)
 
     async def _joined(self, subscription: Subscription, first: bool) -> None:
         channel = subscription.channel
@@ -224,7 +230,7 @@ class RedisPubSub(PubSub):
                     if self._confirmed:
                         await connection.send(_command("SUBSCRIBE", *self._confirmed))
                     self._subscriber = connection
-                    self._connected.set()
+                    self._check_connected()
                     nursery.start_soon(self._write, connection)
                     if not started:
                         started = True
@@ -234,7 +240,8 @@ class RedisPubSub(PubSub):
                 pass
             finally:
                 self._subscriber = None
-                self._connected = trio.Event()
+                if self._connected.is_set():  # waiters hold the unset one
+                    self._connected = trio.Event()
                 for confirmed in self._confirmed.values():
                     confirmed.set()  # waiters see the disconnection
                 await trio.aclose_forcefully(connection.stream)
@@ -260,11 +267,16 @@ class RedisPubSub(PubSub):
                 self._deliver(channel, _decode(data))
             elif kind == b"subscribe" and channel in self._confirmed:
                 self._confirmed[channel].set()
+                self._check_connected()
+
+    def _check_connected(self) -> None:
+        if self._subscriber is not None and all(
+            confirmed.is_set() for confirmed in self._confirmed.values()
+        ):
+            self._connected.set()
 
     async def _aclose(self) -> None:
-        if self._publisher is not None:
-            await trio.aclose_forcefully(self._publisher.stream)
-            self._publisher = None
+        await self._drop_publisher()
 
 
 @asynccontextmanager
