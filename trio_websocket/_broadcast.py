@@ -46,7 +46,7 @@ class BroadcastResult:
 
 
 @dataclass(frozen=True)
-class _Framed:
+class FramedMessage:
     """A message, and its frame as a server without extensions sends it."""
 
     message: str | BytesLike
@@ -74,7 +74,7 @@ async def broadcast(
     Cancelling ``nursery`` cancels the writes still in progress, which
     aborts those connections (a frame cut short cannot be resumed).
     """
-    framed = _frame(message)
+    framed = frame_message(message)
     result = BroadcastResult([], [], [])
     for connection in connections:
         if connection.closed is not None:
@@ -89,7 +89,8 @@ async def broadcast(
     return result
 
 
-def _frame(message: str | BytesLike) -> _Framed:
+def frame_message(message: str | BytesLike) -> FramedMessage:
+    """Frame ``message`` once, for :func:`send_framed` to many connections."""
     if isinstance(message, str):
         opcode, payload = Opcode.TEXT, message.encode()
     elif isinstance(message, bytes | bytearray | memoryview):
@@ -97,15 +98,24 @@ def _frame(message: str | BytesLike) -> _Framed:
     else:
         raise ValueError(f"cannot send a message of type {type(message)!r}")
     frame = Frame(opcode, payload).serialize(mask=False)
-    return _Framed(message, frame, len(payload))
+    return FramedMessage(message, frame, len(payload))
 
 
-async def _deliver(connection: WebSocketConnection, framed: _Framed) -> None:
+async def send_framed(connection: WebSocketConnection, framed: FramedMessage) -> None:
+    """Send a message framed once: its ready bytes where they fit, else as usual.
+
+    The shared frame fits a server-side connection without extensions; a
+    client masks each frame, and compression state is per connection.
+    """
+    if connection.is_server and not connection.extensions:
+        await connection._send_framed(framed.frame, framed.payload_size)
+    else:
+        await connection.send_message(framed.message)
+
+
+async def _deliver(connection: WebSocketConnection, framed: FramedMessage) -> None:
     try:
-        if connection.is_server and not connection.extensions:
-            await connection._send_framed(framed.frame, framed.payload_size)
-        else:
-            await connection.send_message(framed.message)
+        await send_framed(connection, framed)
     except ConnectionClosed:
         pass
     finally:

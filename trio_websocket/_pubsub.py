@@ -27,7 +27,7 @@ from typing import Literal, TypeAlias
 
 import trio
 
-from ._broadcast import _frame, _Framed
+from ._broadcast import FramedMessage, frame_message, send_framed
 from ._concurrency import background_nursery
 from ._connection import WebSocketConnection
 from ._errors import ConnectionClosed
@@ -321,7 +321,7 @@ class PubSub:
 class _Member:
     def __init__(self, connection: WebSocketConnection) -> None:
         self.connection = connection
-        self.pending: deque[_Framed] = deque()
+        self.pending: deque[FramedMessage] = deque()
         self.lot = trio.lowlevel.ParkingLot()
         self.active = True
 
@@ -384,11 +384,11 @@ class FanOut:
                     continue
                 item = gap_message
             self.relayed += 1
-            framed = _frame(item)
+            framed = frame_message(item)
             for member in list(self._members.values()):
                 self._offer(member, framed)
 
-    def _offer(self, member: _Member, framed: _Framed) -> None:
+    def _offer(self, member: _Member, framed: FramedMessage) -> None:
         if member.connection.closed is not None:
             self.discard(member.connection)
             return
@@ -411,20 +411,12 @@ class FanOut:
                     await member.lot.park()
                     continue
                 framed = member.pending.popleft()
-                await _send(connection, framed)
+                await send_framed(connection, framed)
         except ConnectionClosed:
             pass
         finally:
             if self._members.get(connection) is member:
                 del self._members[connection]
-
-
-async def _send(connection: WebSocketConnection, framed: _Framed) -> None:
-    """Send a message framed once, as :func:`~trio_websocket.broadcast` does."""
-    if connection.is_server and not connection.extensions:
-        await connection._send_framed(framed.frame, framed.payload_size)
-    else:
-        await connection.send_message(framed.message)
 
 
 async def _evict(connection: WebSocketConnection) -> None:
