@@ -18,7 +18,9 @@ import os
 import signal
 import socket
 import sys
+import urllib.parse
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 import trio
 
@@ -70,6 +72,49 @@ def _workers(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"not a number of workers: {text!r}")
     return value
+
+
+@dataclass(frozen=True)
+class RedisAddress:
+    """Where ``--pubsub redis://[:PASSWORD@]HOST[:PORT]`` says Redis is."""
+
+    host: str
+    port: int = 6379
+    password: str | None = None
+
+    def __str__(self) -> str:  # never shows the password
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"redis://{host}:{self.port}"
+
+
+def redis_url(text: str) -> RedisAddress:
+    """Parse a ``redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`` URL.
+
+    Only the ``default`` user (or none) is supported, and the database
+    number is ignored: Redis channels are shared by every database.
+    """
+    try:
+        parts = urllib.parse.urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"invalid Redis URL {text!r}: {exc}") from None
+    if parts.scheme != "redis":
+        raise argparse.ArgumentTypeError(
+            f"the pub/sub URL must be redis://HOST[:PORT], not {text!r}"
+        )
+    if not parts.hostname:
+        raise argparse.ArgumentTypeError(f"no host in the Redis URL {text!r}")
+    if parts.username not in (None, "", "default"):
+        raise argparse.ArgumentTypeError(
+            "only a password is supported in the Redis URL "
+            "(redis://:PASSWORD@HOST), not a user name"
+        )
+    if parts.path.strip("/") and not parts.path.strip("/").isdigit():
+        raise argparse.ArgumentTypeError(f"invalid Redis URL {text!r}")
+    password = parts.password
+    if password is not None:
+        password = urllib.parse.unquote(password)
+    return RedisAddress(parts.hostname, 6379 if port is None else port, password)
 
 
 def _header(text: str) -> tuple[str, str]:
@@ -184,9 +229,9 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Serve WebSocket clients: echo every message back, or with "
         "--broadcast send every message to every connected client (including "
         "its sender). A client that falls more than 64 messages behind is "
-        "disconnected with code 1008, so a slow client never holds up the "
-        "others. A browser asking for / gets a chat page that talks to this "
-        "server. The first subprotocol a client offers is accepted.",
+        "disconnected with code 1008 (1013 with --pubsub), so a slow client "
+        "never holds up the others. A browser asking for / gets a chat page "
+        "that talks to this server. The first subprotocol a client offers is accepted.",
     )
     serve.add_argument(
         "--host",
@@ -203,6 +248,14 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--broadcast",
         action="store_true",
         help="a chat room: send every message to every client",
+    )
+    serve.add_argument(
+        "--pubsub",
+        type=redis_url,
+        metavar="redis://[:PASSWORD@]HOST[:PORT]",
+        help="with --broadcast: relay the chat through this Redis server, so "
+        "that every worker (and every server using the same Redis) is one "
+        "chat room; needed with --workers",
     )
     serve.add_argument("--tls-cert", metavar="FILE", help="serve TLS with this cert")
     serve.add_argument(
@@ -296,9 +349,11 @@ __all__ = [
     "EXIT_ERROR",
     "EXIT_OK",
     "EXIT_USAGE",
+    "RedisAddress",
     "UsageError",
     "build_parser",
     "os_error_message",
+    "redis_url",
     "report_error",
     "run",
 ]

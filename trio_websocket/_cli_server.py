@@ -7,6 +7,8 @@ import contextlib
 import logging
 import ssl
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
 
 import trio
@@ -14,6 +16,7 @@ import trio
 from ._cli import (
     EXIT_ERROR,
     EXIT_OK,
+    RedisAddress,
     UsageError,
     os_error_message,
     report_error,
@@ -23,8 +26,10 @@ from ._cli_console import Message
 from ._connection import WebSocketConnection
 from ._demo_page import DEMO_PAGE
 from ._errors import ConnectionClosed
+from ._pubsub import FanOut, PubSub
+from ._pubsub_redis import RedisError, open_redis_pubsub
 from ._request import WebSocketRequest
-from ._server import serve_websocket
+from ._server import Handler, serve_websocket
 from ._url import Endpoint
 
 logger = logging.getLogger("trio-websocket.serve")
@@ -39,10 +44,13 @@ def serve_command(args: argparse.Namespace) -> int:
     """Run ``trio-websocket serve`` until interrupted."""
     if (args.tls_cert is None) != (args.tls_key is None):
         raise UsageError("--tls-cert and --tls-key go together")
-    if args.workers > 1 and args.broadcast:
+    if args.pubsub is not None and not args.broadcast:
+        raise UsageError("--pubsub goes with --broadcast (the chat room)")
+    if args.workers > 1 and args.broadcast and args.pubsub is None:
         raise UsageError(
-            "--broadcast cannot be combined with --workers: each worker would "
-            "be a chat room of its own"
+            "--broadcast cannot be combined with --workers without --pubsub: "
+            "each worker would be a chat room of its own; relay the room "
+            "through Redis with --pubsub redis://HOST:PORT"
         )
     ssl_context = None
     if args.tls_cert is not None:
@@ -53,7 +61,9 @@ def serve_command(args: argparse.Namespace) -> int:
     _configure_logging()
     if args.workers > 1:
         return _serve_workers(args)
-    room = ChatRoom() if args.broadcast else None
+    room: ChatRoom | RedisAddress | None = None
+    if args.broadcast:
+        room = ChatRoom() if args.pubsub is None else args.pubsub
     try:
         return run_trio(_serve, args.host or None, args.port, ssl_context, room)
     except OSError as exc:  # pragma: no cover - reported by _serve
@@ -68,17 +78,28 @@ def _tls_context(cert: str, key: str) -> ssl.SSLContext:
 
 
 def _serve_workers(args: argparse.Namespace) -> int:
-    """``serve --workers N``: an echo server in N processes; 0 once stopped."""
+    """``serve --workers N``: an echo server or a chat room (relayed through
+    Redis) in N processes; 0 once stopped."""
     from ._workers import run_workers
+
+    redis: RedisAddress | None = args.pubsub
+    kind = "echo server" if redis is None else "chat room"
 
     def ready(endpoints: list[Endpoint]) -> None:
         url = endpoints[0].url + "/"
         page = url.replace("ws", "http", 1)
         print(
-            f"echo server serving on {url} with {args.workers} workers "
+            f"{kind} serving on {url} with {args.workers} workers "
             f"(open {page} in a browser)",
             flush=True,
         )
+
+    if redis is not None:
+        # Refused at once rather than by every worker.
+        failure = trio.run(_check_redis, redis)
+        if failure is not None:
+            report_error(failure)
+            return EXIT_ERROR
 
     tls = (
         partial(_tls_context, args.tls_cert, args.tls_key)
@@ -87,13 +108,14 @@ def _serve_workers(args: argparse.Namespace) -> int:
     )
     try:
         run_workers(
-            _echo,
+            _echo if redis is None else _shared_chat,
             args.host or None,
             args.port,
             tls,
             workers=args.workers,
             grace=5,
-            initializer=_configure_logging,
+            initializer=_configure_worker_logging,
+            lifespan=None if redis is None else partial(_shared_room, redis),
             ready=ready,
             http_handler=_demo_page,
             disconnect_timeout=5,
@@ -127,13 +149,47 @@ def _configure_logging() -> None:
     logger.setLevel(logging.INFO)
 
 
+def _configure_worker_logging() -> None:
+    """:func:`_configure_logging`, each line saying which worker it comes from."""
+    from ._workers import worker_index
+
+    logging.basicConfig(
+        level=logging.WARNING,
+        format=f"%(asctime)s worker {worker_index()} %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    logger.setLevel(logging.INFO)
+
+
 async def _serve(
     host: str | None,
     port: int,
     ssl_context: ssl.SSLContext | None,
-    room: ChatRoom | None,
+    room: ChatRoom | RedisAddress | None,
 ) -> int:
+    if isinstance(room, RedisAddress):
+        connected = False
+        try:
+            async with _shared_room(room):
+                connected = True
+                return await _serve_room(host, port, ssl_context, _shared_chat, True)
+        except _REDIS_FAILURES as exc:
+            if connected:
+                raise
+            report_error(_redis_failure(room, exc))
+            return EXIT_ERROR
     handler = partial(_chat, room) if room is not None else _echo
+    return await _serve_room(host, port, ssl_context, handler, room is not None)
+
+
+async def _serve_room(
+    host: str | None,
+    port: int,
+    ssl_context: ssl.SSLContext | None,
+    handler: Handler,
+    chat: bool,
+) -> int:
     serve = partial(
         serve_websocket,
         handler,
@@ -153,7 +209,7 @@ async def _serve(
         endpoint = server.listeners[0]
         if isinstance(endpoint, Endpoint):
             url = endpoint.url + "/"
-            kind = "chat room" if room is not None else "echo server"
+            kind = "chat room" if chat else "echo server"
             page = url.replace("ws", "http", 1)
             print(f"{kind} serving on {url} (open {page} in a browser)", flush=True)
     raise AssertionError("the server never stops on its own")  # pragma: no cover
@@ -192,6 +248,69 @@ async def _chat(room: ChatRoom, request: WebSocketRequest) -> None:
         await room.join(ws)
     finally:
         _log_close(ws)
+
+
+#: The Redis channel that ``serve --broadcast --pubsub`` relays the chat on.
+CHAT_CHANNEL = "trio-websocket:chat"
+_REDIS_FAILURES = (OSError, trio.TooSlowError, RedisError)
+
+#: This process's hub and the group of its chat clients (``--pubsub``).
+_room: tuple[PubSub, FanOut] | None = None
+
+
+@asynccontextmanager
+async def _shared_room(redis: RedisAddress) -> AsyncIterator[None]:
+    """Connect to Redis and relay the chat channel to this process's clients."""
+    global _room
+    async with (
+        open_redis_pubsub(redis.host, redis.port, password=redis.password) as hub,
+        hub.fan_out(CHAT_CHANNEL, max_pending=OUTBOX_SIZE, slow="close") as group,
+    ):
+        logger.info("chat relayed through %s, channel %r", redis, CHAT_CHANNEL)
+        _room = hub, group
+        try:
+            yield
+        finally:
+            _room = None
+
+
+async def _shared_chat(request: WebSocketRequest) -> None:
+    """A chat client whose messages go through the hub to every process."""
+    if _room is None:  # pragma: no cover - the lifespan sets it first
+        raise RuntimeError("the chat room is not connected to Redis")
+    hub, group = _room
+    ws = await _accept(request)
+    group.add(ws)
+    try:
+        while True:
+            await hub.publish(CHAT_CHANNEL, await ws.get_message())
+    except ConnectionClosed:
+        pass
+    finally:
+        group.discard(ws)
+        _log_close(ws)
+
+
+async def _check_redis(redis: RedisAddress) -> str | None:
+    """None if Redis answers at ``redis``, else why not."""
+    try:
+        async with open_redis_pubsub(
+            redis.host, redis.port, password=redis.password
+        ) as hub:
+            await hub.publish(CHAT_CHANNEL + ":check", "")
+    except _REDIS_FAILURES as exc:
+        return _redis_failure(redis, exc)
+    return None
+
+
+def _redis_failure(redis: RedisAddress, exc: Exception) -> str:
+    if isinstance(exc, OSError):
+        reason = os_error_message(exc)
+    elif isinstance(exc, trio.TooSlowError):
+        reason = "timed out"
+    else:
+        reason = str(exc)
+    return f"cannot connect to Redis at {redis}: {reason}"
 
 
 async def _demo_page(request: WebSocketRequest) -> None:

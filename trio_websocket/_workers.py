@@ -29,7 +29,7 @@ import socket
 import ssl
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import suppress
+from contextlib import AbstractAsyncContextManager, nullcontext, suppress
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +59,7 @@ _HANDOVER_SECONDS = 1.0
 _BACKLOG = 0xFFFF  # the kernel caps it at net.core.somaxconn
 
 SSLContextFactory = Callable[[], ssl.SSLContext]
+Lifespan = Callable[[], AbstractAsyncContextManager[object]]
 
 _index: int | None = None
 
@@ -180,11 +181,13 @@ class _Spec:
         grace: float,
         initializer: Callable[[], object] | None,
         options: Mapping[str, Any],
+        lifespan: Lifespan | None = None,
     ) -> None:
         self.handler = handler
         self.ssl_context = ssl_context
         self.grace = grace
         self.initializer = initializer
+        self.lifespan = lifespan
         self.options = dict(options)
 
 
@@ -213,17 +216,19 @@ async def _serve_worker(
 ) -> None:
     from ._server import WebSocketServer
 
-    server = WebSocketServer(spec.handler, listeners, **spec.options)
+    lifespan = spec.lifespan() if spec.lifespan is not None else nullcontext()
     with trio.open_signal_receiver(signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(server.run)
-            conn.send("ready")
-            handover = await _wait_for_stop(signals, conn)
-            if handover:
-                for listener in listeners:
-                    listener.handover = True
-                await server.stop_accepting(handshake_grace=_HANDOVER_SECONDS)
-            nursery.start_soon(partial(server.aclose, grace_period=spec.grace))
+        async with lifespan:
+            server = WebSocketServer(spec.handler, listeners, **spec.options)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(server.run)
+                conn.send("ready")
+                handover = await _wait_for_stop(signals, conn)
+                if handover:
+                    for listener in listeners:
+                        listener.handover = True
+                    await server.stop_accepting(handshake_grace=_HANDOVER_SECONDS)
+                nursery.start_soon(partial(server.aclose, grace_period=spec.grace))
 
 
 async def _wait_for_stop(signals: AsyncIterator[int], conn: Connection) -> bool:
@@ -540,6 +545,7 @@ def run_workers(
     workers: int = 2,
     grace: float = 10.0,
     initializer: Callable[[], object] | None = None,
+    lifespan: Lifespan | None = None,
     ready: Callable[[list[Endpoint]], object] | None = None,
     **serve_options: Any,
 ) -> None:
@@ -559,7 +565,12 @@ def run_workers(
     :class:`ssl.SSLContext` but a function that builds one in each worker,
     such as ``functools.partial(make_context, "cert.pem", "key.pem")``.
     ``initializer()``, if given, runs first in each worker (to configure
-    logging, say). :func:`worker_index` tells a worker its number.
+    logging, say). ``lifespan()``, if given, must return an async context
+    manager: each worker enters it before it starts serving and leaves it
+    once its server has stopped, to hold what the handlers share for the
+    worker's lifetime (a connection to a pub/sub broker, say); if entering
+    it fails, the worker does not start. :func:`worker_index` tells a
+    worker its number.
 
     The supervisor (the calling process) restarts a worker that dies, after
     a pause doubling from 0.5 s to 10 s (logged at WARNING). SIGINT and
@@ -579,7 +590,7 @@ def run_workers(
             "run_workers needs a function that returns the SSL context "
             "(an SSLContext cannot be sent to a worker process)"
         )
-    spec = _Spec(handler, ssl_context, grace, initializer, serve_options)
+    spec = _Spec(handler, ssl_context, grace, initializer, serve_options, lifespan)
     try:
         pickle.dumps(spec)
     except Exception as exc:
