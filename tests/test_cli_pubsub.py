@@ -152,6 +152,18 @@ async def chat_messages_until_all(
     return received
 
 
+async def read_banner(stdout: trio.abc.ReceiveStream) -> tuple[str, str]:
+    """The server's first line, and the URL it names."""
+    banner = b""
+    while not banner.endswith(b"\n"):
+        chunk = await stdout.receive_some(1)
+        assert chunk, banner
+        banner += chunk
+    match = re.search(r"ws://127\.0\.0\.1:\d+/", banner.decode())
+    assert match, banner
+    return banner.decode(), match.group()
+
+
 @needs_redis
 @pytest.mark.skipif(not reuse_port_supported(), reason="SO_REUSEPORT is Linux only")
 async def test_workers_share_one_chat_room(
@@ -174,16 +186,10 @@ async def test_workers_share_one_chat_room(
     try:
         assert process.stdout is not None
         with trio.fail_after(TIMEOUT):
-            banner = b""
-            while not banner.endswith(b"\n"):
-                chunk = await process.stdout.receive_some(1)
-                assert chunk, banner
-                banner += chunk
-            match = re.search(r"ws://127\.0\.0\.1:\d+/", banner.decode())
-            assert match, banner
-            assert "chat room" in banner.decode()
-            assert "with 2 workers" in banner.decode()
-            await run_chat(match.group())
+            banner, url = await read_banner(process.stdout)
+            assert "chat room" in banner
+            assert "with 2 workers" in banner
+            await run_chat(url)
             process.send_signal(signal.SIGINT)
             assert await process.wait() == 0
     finally:
@@ -208,14 +214,8 @@ async def test_one_process_relays_through_redis(redis_server: RedisServer) -> No
     try:
         assert process.stdout is not None
         with trio.fail_after(TIMEOUT):
-            banner = b""
-            while not banner.endswith(b"\n"):
-                chunk = await process.stdout.receive_some(1)
-                assert chunk, banner
-                banner += chunk
-            match = re.search(r"ws://127\.0\.0\.1:\d+/", banner.decode())
-            assert match, banner
-            await run_chat(match.group())
+            _, url = await read_banner(process.stdout)
+            await run_chat(url)
             process.send_signal(signal.SIGINT)
             assert await process.wait() == 130
     finally:
