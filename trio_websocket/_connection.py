@@ -657,13 +657,14 @@ class WebSocketConnection(trio.abc.AsyncResource):
 
     def _handle_events(self, events: Sequence[Event]) -> None:
         for event in events:
-            if self._refused_peer:
-                # We failed the connection over a message: what came after
-                # it in the same read is not processed (RFC 6455, 7.1.7).
-                break
             frame = cast("Frame", event)
             if frame.opcode in _DATA_OPCODES:
                 self._receive_data_frame(frame)
+                if self._refused_peer:
+                    # We failed the connection over this message: what came
+                    # after it in the same read is not processed (RFC 6455,
+                    # 7.1.7).
+                    break
             else:
                 self._handle_control_frame(frame)
         if self._protocol.state is not OPEN:
