@@ -33,10 +33,6 @@ ENGINE_LOGGER = _EngineLogger(logging.getLogger("trio-websocket.engine"))
 
 HeaderPairs = Iterable[tuple[bytes | str, bytes | str]]
 
-# Headers that belong to the WebSocket handshake itself: user code may not
-# add or override them, or the handshake would no longer mean what it says.
-_RESERVED_PREFIX = "sec-websocket-"
-_RESERVED = frozenset({"upgrade", "connection"})
 # Headers we set by default but that user code may replace.
 _REPLACEABLE = frozenset({"host", "user-agent", "origin", "server"})
 
@@ -55,7 +51,11 @@ def header_pairs(headers: Headers) -> tuple[tuple[bytes, bytes], ...]:
 
 
 def is_handshake_field(name: bytes) -> bool:
-    """Whether a lower-case header name belongs to the WebSocket handshake."""
+    """Whether a lower-case header name belongs to the WebSocket handshake.
+
+    User code may not add or override these, or the handshake would no longer
+    mean what it says; ``handshake_headers`` leaves them out.
+    """
     return name in (b"upgrade", b"connection") or name.startswith(b"sec-websocket-")
 
 
@@ -109,7 +109,7 @@ def add_extra_headers(headers: Headers, extra: HeaderPairs | None) -> None:
     for raw_name, raw_value in extra or ():
         name, value = _text(raw_name, "name"), _text(raw_value, "value")
         folded = name.lower()
-        if folded in _RESERVED or folded.startswith(_RESERVED_PREFIX):
+        if is_handshake_field(folded.encode("latin-1")):
             raise ValueError(f"extra headers may not set the handshake header {name}")
         if folded in _REPLACEABLE and name in headers:
             del headers[name]
