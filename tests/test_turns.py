@@ -1,11 +1,11 @@
 """Consumers that read the socket themselves (``_turns.py``), over real TCP.
 
 After the first message, a consumer waiting in ``get_message`` reads the
-socket in its own task while the reader task dozes. These tests check that
-nothing a reader task guarantees is lost on that path: pings are answered
-whether or not anybody reads, closes and aborts reach the waiting consumer,
-cancellation loses no data, several consumers share the messages, and bad
-frames still get their close code.
+socket in its own task while the reader task lends it the socket. These tests
+check that nothing a reader task guarantees is lost on that path: pings are
+answered whether or not anybody reads, closes and aborts reach the waiting
+consumer, cancellation loses no data, several consumers share the messages,
+and bad frames still get their close code.
 """
 
 from __future__ import annotations

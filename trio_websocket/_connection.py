@@ -609,10 +609,10 @@ class WebSocketConnection(trio.abc.AsyncResource):
             await self._queue.wait_for_room()
             await self._receive()
             # Consumers are reading: let them read the socket themselves.
-            hand_off = self._queue.feeds_every_waiter
+            every_waiter_served = self._queue.has_item_for_every_waiter
             await self._answer()
-            if hand_off and turns is not None:
-                await turns.doze()
+            if every_waiter_served and turns is not None:
+                await turns.lend_socket_to_consumers()
                 await self._answer()  # what the consumers' reads left to send
 
     def _reader_needed(self) -> bool:
@@ -624,7 +624,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
             or protocol.state is not OPEN
             or protocol.writes
             or self._pings
-            or self._queue.starving
+            or self._queue.has_waiter_without_item
         )
 
     def _wake_reader(self) -> None:

@@ -67,12 +67,12 @@ class MessageQueue:
             self._consumers.unpark()
 
     @property
-    def starving(self) -> bool:
+    def has_waiter_without_item(self) -> bool:
         """True when more tasks wait in :meth:`get` than there are items."""
         return self._waiting > len(self)
 
     @property
-    def feeds_every_waiter(self) -> bool:
+    def has_item_for_every_waiter(self) -> bool:
         """True when tasks wait in :meth:`get` and each has an item coming."""
         return 0 < self._waiting <= len(self)
 

@@ -8,8 +8,8 @@ else a small message needs. So on plain TCP sockets the two take turns:
 
 * While the reader task has the socket, a consumer waits on the message queue
   as usual. When a read hands messages to every waiting consumer, the reader
-  *dozes*: it leaves the socket to them.
-* A consumer that finds the queue empty while the reader dozes reads the
+  *lends* them the socket: it sleeps and leaves the socket to them.
+* A consumer that finds the queue empty while the socket is lent reads the
   socket itself, feeds the engine, and returns the first message. Control
   frames it reads are handled as the reader would handle them, except that
   anything needing a write (a pong, the answer to a close) wakes the reader
@@ -31,10 +31,11 @@ from collections.abc import Callable
 import trio
 
 # How long consumers may go without reading before the reader task takes the
-# socket back. Each wake-up of a dozing reader costs about as much as a small
-# message, so while consumers keep reading the interval doubles, up to the
-# longest; twice that is the most a ping or close from the peer can wait for
-# an answer while the application is busy between two get_message() calls.
+# socket back. Each wake-up of a reader that lent the socket costs about as
+# much as a small message, so while consumers keep reading the interval
+# doubles, up to the longest; twice that is the most a ping or close from
+# the peer can wait for an answer while the application is busy between two
+# get_message() calls.
 QUIET_INTERVAL = 0.1
 LONGEST_QUIET_INTERVAL = 0.5
 
@@ -45,14 +46,14 @@ class ReadTurns:
     def __init__(self, reader_needed: Callable[[], bool]) -> None:
         self._reader_needed = reader_needed
         self.consumer_reading = False
-        self._dozing = False
+        self._lent = False
         self._reads = 0  # consumer reads finished, to tell a quiet interval
-        self._doze_scope: trio.CancelScope | None = None  # while dozing
+        self._lent_scope: trio.CancelScope | None = None  # while lent
 
     @property
     def consumer_may_read(self) -> bool:
         """True when the socket is free for a consumer to read."""
-        return self._dozing and not self.consumer_reading
+        return self._lent and not self.consumer_reading
 
     def start_consumer_turn(self) -> None:
         """A consumer starts reading the socket (see :attr:`consumer_may_read`)."""
@@ -62,11 +63,11 @@ class ReadTurns:
         """The consumer stopped reading; wake the reader if it is needed."""
         self.consumer_reading = False
         self._reads += 1
-        if self._dozing:
+        if self._lent:
             self._after_consumer_turn()
 
     def _after_consumer_turn(self) -> None:
-        scope = self._doze_scope
+        scope = self._lent_scope
         assert scope is not None
         if self._reader_needed():
             scope.cancel()
@@ -75,13 +76,13 @@ class ReadTurns:
             scope.deadline = trio.current_time() + QUIET_INTERVAL
 
     def wake_reader(self) -> None:
-        """Make a dozing reader look again at whether it is needed."""
-        if self._doze_scope is not None:
-            self._doze_scope.cancel()
+        """Make a reader that lent the socket look again at whether it is needed."""
+        if self._lent_scope is not None:
+            self._lent_scope.cancel()
 
-    async def doze(self) -> None:
+    async def lend_socket_to_consumers(self) -> None:
         """Leave the socket to consumers until the reader task is needed."""
-        self._dozing = True
+        self._lent = True
         try:
             reads = -1
             interval = QUIET_INTERVAL
@@ -99,9 +100,9 @@ class ReadTurns:
                     interval = min(2 * interval, LONGEST_QUIET_INTERVAL)
                 reads = self._reads
                 deadline += trio.current_time()
-                self._doze_scope = trio.CancelScope(deadline=deadline)
-                with self._doze_scope:
+                self._lent_scope = trio.CancelScope(deadline=deadline)
+                with self._lent_scope:
                     await trio.sleep_forever()
         finally:
-            self._dozing = False
-            self._doze_scope = None
+            self._lent = False
+            self._lent_scope = None
