@@ -102,13 +102,13 @@ class _Shortage:
         self._warned = False  # this shortage was reported as a warning
         self._warned_at = -math.inf
 
-    async def pause(self, error: int) -> None:
+    async def pause(self, error_number: int) -> None:
         """Wait before the next try, longer each time."""
         if self._pause:
             self._pause = min(self._pause * 2, _LONGEST_PAUSE)
         else:
             self._pause = _FIRST_PAUSE
-            self._report(error)
+            self._report(error_number)
         await trio.sleep(self._pause)
 
     def over(self) -> None:
@@ -118,7 +118,7 @@ class _Shortage:
             level = logging.INFO if self._warned else logging.DEBUG
             logger.log(level, "accepting connections again")
 
-    def _report(self, error: int) -> None:
+    def _report(self, error_number: int) -> None:
         now = trio.current_time()
         self._warned = now - self._warned_at >= _WARNING_INTERVAL
         if self._warned:
@@ -126,7 +126,7 @@ class _Shortage:
         logger.log(
             logging.WARNING if self._warned else logging.DEBUG,
             "cannot accept connections: %s; pausing, open connections are still served",
-            os.strerror(error),
+            os.strerror(error_number),
         )
 
 

@@ -31,15 +31,11 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import trio
 
-from ._errors import HandshakeError
 from ._url import Endpoint
-
-if TYPE_CHECKING:
-    from ._request import WebSocketRequest
 
 #: Default of ``Admission.max_handshakes``.
 MAX_HANDSHAKES = 1000
@@ -49,6 +45,17 @@ MAX_HANDSHAKES = 1000
 OriginRule = str | re.Pattern[str] | None
 #: Basic auth: a ``{user: password}`` mapping or a ``check(user, password)``.
 Credentials = Mapping[str, str] | Callable[[str, str], bool]
+
+
+class CheckedRequest(Protocol):
+    """What the origin and credential checks read of a request.
+
+    A :class:`~trio_websocket.WebSocketRequest` is one.
+    """
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """Every request header, as ``(name, value)`` byte pairs."""
 
 
 @dataclass(frozen=True)
@@ -175,17 +182,17 @@ class Gate:
     def _refuse_connection(self, ip: str) -> Refusal | None:
         policy = self.admission
         if _reached(self._connections, policy.max_connections):
-            return self._busy(503, b"Too many connections, try again later.\n")
+            return self._try_later(503, b"Too many connections, try again later.\n")
         if ip and _reached(self._handshakes[ip], policy.max_handshakes_per_ip):
-            return self._busy(429, b"Too many handshakes from your address.\n")
+            return self._try_later(429, b"Too many handshakes from your address.\n")
         return None
 
-    def _busy(self, status_code: int, body: bytes) -> Refusal:
+    def _try_later(self, status_code: int, body: bytes) -> Refusal:
         retry_after = self.admission.retry_after
         headers = () if retry_after is None else (("Retry-After", str(retry_after)),)
         return Refusal(status_code, headers, body)
 
-    def refuse_request(self, request: WebSocketRequest) -> Refusal | None:
+    def refuse_request(self, request: CheckedRequest) -> Refusal | None:
         """Check a WebSocket upgrade request's origin and credentials."""
         policy = self.admission
         if policy.origins is not None and not _origin_allowed(request, policy.origins):
@@ -236,11 +243,11 @@ def _ip(remote: Endpoint | str) -> str:
     return str(remote.address) if isinstance(remote, Endpoint) else ""
 
 
-def _header_values(request: WebSocketRequest, name: bytes) -> list[str]:
+def _header_values(request: CheckedRequest, name: bytes) -> list[str]:
     return [value.decode("latin-1") for key, value in request.headers if key == name]
 
 
-def _origin_allowed(request: WebSocketRequest, rules: Collection[OriginRule]) -> bool:
+def _origin_allowed(request: CheckedRequest, rules: Collection[OriginRule]) -> bool:
     values = _header_values(request, b"origin")
     if len(values) > 1:
         return False
@@ -255,7 +262,7 @@ def _origin_matches(rule: OriginRule, origin: str) -> bool:
     return rule == origin
 
 
-def _authorized(request: WebSocketRequest, credentials: Credentials) -> bool:
+def _authorized(request: CheckedRequest, credentials: Credentials) -> bool:
     values = _header_values(request, b"authorization")
     if len(values) != 1:
         return False
@@ -282,77 +289,3 @@ def _basic_credentials(authorization: str) -> tuple[str, str] | None:
         return None
     user, colon, password = decoded.partition(":")
     return (user, password) if colon else None
-
-
-# -- Request size limits ------------------------------------------------------
-
-
-class HeadTooLarge(HandshakeError):
-    """The request line or headers exceed the server's limits."""
-
-    def __init__(self, status_code: int, message: str) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-
-
-def limit_head(
-    stream: trio.abc.Stream, max_request_line: int | None, max_header_size: int | None
-) -> trio.abc.Stream:
-    """``stream`` as read during the handshake, with size limits enforced.
-
-    Without limits, returns ``stream`` itself.
-    """
-    if max_request_line is None and max_header_size is None:
-        return stream
-    return _HeadLimitedStream(
-        stream,
-        math.inf if max_request_line is None else max_request_line,
-        math.inf if max_header_size is None else max_header_size,
-    )
-
-
-class _HeadLimitedStream(trio.abc.Stream):
-    """Watches the request head go by and stops it once it is too large.
-
-    The engine reads the head line by line with fixed limits; this wrapper
-    sits in front of it only while the request is read, so the check costs
-    nothing once the connection is open.
-    """
-
-    def __init__(
-        self, stream: trio.abc.Stream, max_line: float, max_headers: float
-    ) -> None:
-        self._stream = stream
-        self._max_line = max_line
-        self._max_headers = max_headers
-        self._head = bytearray()
-        self._complete = False
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        data = await self._stream.receive_some(max_bytes)
-        if not self._complete:
-            self._head += data
-            self._check()
-        return data
-
-    def _check(self) -> None:
-        head = self._head
-        line_end = head.find(b"\r\n")
-        if (len(head) if line_end < 0 else line_end) > self._max_line:
-            raise HeadTooLarge(414, "request line too long")
-        if line_end < 0:
-            return
-        head_end = head.find(b"\r\n\r\n", line_end)
-        headers_end = len(head) if head_end < 0 else head_end + 2
-        if headers_end - (line_end + 2) > self._max_headers:
-            raise HeadTooLarge(431, "request header fields too large")
-        self._complete = head_end >= 0
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self._stream.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._stream.wait_send_all_might_not_block()
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()

@@ -14,7 +14,6 @@ from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
-from ._admission import HeadTooLarge, limit_head
 from ._connection import WebSocketConnection
 from ._engine import ServerEngine
 from ._errors import CloseReason, ConnectionClosed, HandshakeError
@@ -29,6 +28,7 @@ from ._handshake import (
     receive_handshake,
     send_pending,
 )
+from ._head import HeadTooLarge, limit_head
 from ._settings import (
     MAX_MESSAGE_SIZE,
     MESSAGE_QUEUE_SIZE,
@@ -219,6 +219,11 @@ class WebSocketRequest:
             await self._connection.aclose(*((1011, "internal error") if failed else ()))
         elif not self._answered:
             await self.reject(500 if failed else 403 if self.is_upgrade else 404)
+
+
+def set_path_params(request: WebSocketRequest, params: dict[str, str]) -> None:
+    """Give ``request`` the values a :class:`Router` took from its path."""
+    request._path_params = params
 
 
 def _asks_for_upgrade(request: Request) -> bool:

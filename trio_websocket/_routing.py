@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
-from ._request import WebSocketRequest
+from ._request import WebSocketRequest, set_path_params
 
 Handler = Callable[[WebSocketRequest], Awaitable[object]]
 
@@ -78,7 +78,9 @@ class Router:
 
     def route(self, pattern: str, handler: Handler, *, host: str | None = None) -> None:
         """Send WebSocket upgrades for ``pattern`` to ``handler(request)``."""
-        self._websocket.append(_Route(compile_pattern(pattern), handler, _host(host)))
+        self._websocket.append(
+            _Route(compile_pattern(pattern), handler, _bare_host(host))
+        )
 
     def http(self, pattern: str, handler: Handler, *, host: str | None = None) -> None:
         """Send plain HTTP requests for ``pattern`` to ``handler(request)``.
@@ -86,17 +88,17 @@ class Router:
         The handler answers with ``await request.reject(200, body=...)``;
         :func:`static_response` makes such a handler.
         """
-        self._http.append(_Route(compile_pattern(pattern), handler, _host(host)))
+        self._http.append(_Route(compile_pattern(pattern), handler, _bare_host(host)))
 
     async def __call__(self, request: WebSocketRequest) -> None:
         """Dispatch ``request``, or answer 404."""
         routes = self._websocket if request.is_upgrade else self._http
-        host = _host(_request_host(request)) or ""
+        host = _bare_host(_request_host(request)) or ""
         path = urlsplit(request.path).path
         for route in routes:
             params = route.match(host, path)
             if params is not None:
-                request._path_params = params
+                set_path_params(request, params)
                 await route.handler(request)
                 return
         await request.reject(404, body=b"Not Found\n")
@@ -133,7 +135,7 @@ def _request_host(request: WebSocketRequest) -> str | None:
     return None
 
 
-def _host(host: str | None) -> str | None:
+def _bare_host(host: str | None) -> str | None:
     """A host name without its port, in lower case (IPv6 keeps brackets)."""
     if host is None:
         return None
