@@ -42,8 +42,8 @@ from trio_websocket import (
     wrap_client_stream,
     wrap_server_stream,
 )
-from trio_websocket._cli import run
-from trio_websocket._cli_server import ChatRoom
+from trio_websocket.cli import run
+from trio_websocket.cli._server import ChatRoom
 
 CLI = (sys.executable, "-m", "trio_websocket")
 #: The environment without proxy settings, so that loopback stays direct.

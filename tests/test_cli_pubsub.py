@@ -17,8 +17,10 @@ import trio
 from test_pubsub_redis import REDIS_SERVER, RedisServer, redis_server
 
 from trio_websocket import WebSocketConnection, open_websocket_url
-from trio_websocket._cli import RedisAddress, redis_url, run
 from trio_websocket._workers import reuse_port_supported
+from trio_websocket.cli import run
+from trio_websocket.cli._common import RedisAddress
+from trio_websocket.cli._parser import redis_url
 
 __all__ = ["redis_server"]  # a fixture
 

@@ -370,7 +370,7 @@ def tls_files(tmp_path: Path, ca: object) -> list[str]:
 
 
 def test_cli_refuses_broadcast_with_workers(capsys: pytest.CaptureFixture[str]) -> None:
-    from trio_websocket._cli import run
+    from trio_websocket.cli import run
 
     assert run(["serve", "--broadcast", "--workers", "2"]) == 2
     assert "--broadcast cannot be combined with --workers" in capsys.readouterr().err

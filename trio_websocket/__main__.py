@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from ._cli import run
+from .cli import run
 
 
 def main(argv: Sequence[str] | None = None) -> None:

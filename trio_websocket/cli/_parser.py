@@ -1,39 +1,13 @@
-"""The ``trio-websocket`` command line: argument parsing and dispatch.
-
-``trio-websocket connect URL`` is an interactive client (see
-:mod:`trio_websocket._cli_client`), ``trio-websocket serve`` an echo or chat
-server with a browser demo page (see :mod:`trio_websocket._cli_server`).
-
-Exit status: 0 after a normal close, 1 after an error or an abnormal close
-(including a server that cannot listen: port taken, host not resolved),
-2 for usage errors (bad options, a URL that is not ``ws://`` or ``wss://``),
-130 when interrupted with Ctrl-C outside the interactive prompt.
-"""
+"""The argument parser of the ``trio-websocket`` command."""
 
 from __future__ import annotations
 
 import argparse
 import math
-import os
-import signal
-import socket
-import sys
 import urllib.parse
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 
-import trio
-
-from ._version import __version__
-
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-
-
-class UsageError(Exception):
-    """A problem with the command line, reported with exit status 2."""
+from .._version import __version__
+from ._common import RedisAddress
 
 
 def _seconds(text: str) -> float:
@@ -72,19 +46,6 @@ def _workers(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"not a number of workers: {text!r}")
     return value
-
-
-@dataclass(frozen=True)
-class RedisAddress:
-    """Where ``--pubsub redis://[:PASSWORD@]HOST[:PORT]`` says Redis is."""
-
-    host: str
-    port: int = 6379
-    password: str | None = None
-
-    def __str__(self) -> str:  # never shows the password
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"redis://{host}:{self.port}"
 
 
 def redis_url(text: str) -> RedisAddress:
@@ -270,90 +231,3 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "SIGHUP restarts them one at a time, SIGINT or SIGTERM stops them "
         "gracefully, exit status 0 (default: 1, a single process)",
     )
-
-
-def run(argv: Sequence[str] | None = None) -> int:
-    """Run the command line and return its exit status."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help, --version or a usage error
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    try:
-        if args.command == "connect":
-            from ._cli_client import connect_command
-
-            return connect_command(args)
-        from ._cli_server import serve_command
-
-        return serve_command(args)
-    except UsageError as exc:
-        report_error(str(exc))
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
-
-
-def run_trio(main: Callable[..., Awaitable[int]], *args: object) -> int:
-    """``trio.run(main, *args)``, with Ctrl-C ending it quietly with status 130.
-
-    Exceptions from ``main`` propagate as themselves, never in a group.
-    """
-
-    async def interruptible() -> int:
-        status = EXIT_INTERRUPTED
-        error: Exception | None = None
-        with trio.open_signal_receiver(signal.SIGINT) as interrupts:
-            async with trio.open_nursery() as nursery:
-
-                async def work() -> None:
-                    nonlocal status, error
-                    try:
-                        status = await main(*args)
-                    except Exception as exc:
-                        error = exc
-                    nursery.cancel_scope.cancel()
-
-                async def watch() -> None:
-                    async for _ in interrupts:
-                        nursery.cancel_scope.cancel()
-
-                nursery.start_soon(work)
-                nursery.start_soon(watch)
-        if error is not None:
-            raise error
-        return status
-
-    return trio.run(interruptible)
-
-
-def os_error_message(exc: OSError) -> str:
-    """The operating system's own words for ``exc``, e.g. "Connection refused".
-
-    Name lookups fail with resolver codes, not errno values (``os.strerror``
-    would say "Unknown error -2"): their own message is used instead.
-    """
-    if isinstance(exc, (socket.gaierror, socket.herror)):
-        return exc.strerror or str(exc)
-    if exc.errno is not None and exc.errno > 0:
-        return os.strerror(exc.errno)
-    return exc.strerror or str(exc)
-
-
-def report_error(message: str) -> None:
-    """Print one ``error: ...`` line to stderr."""
-    print(f"error: {message}", file=sys.stderr, flush=True)
-
-
-__all__ = [
-    "EXIT_ERROR",
-    "EXIT_OK",
-    "EXIT_USAGE",
-    "RedisAddress",
-    "UsageError",
-    "build_parser",
-    "os_error_message",
-    "redis_url",
-    "report_error",
-    "run",
-]

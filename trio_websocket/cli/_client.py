@@ -13,18 +13,9 @@ from typing import Any
 import trio
 from websockets.datastructures import Headers
 
-from ._cli import (
-    EXIT_ERROR,
-    EXIT_OK,
-    UsageError,
-    os_error_message,
-    report_error,
-    run_trio,
-)
-from ._cli_console import Message, PipeConsole, TtyConsole, terminal_mode
-from ._client import open_websocket_url
-from ._connection import WebSocketConnection
-from ._errors import (
+from .._client import open_websocket_url
+from .._connection import WebSocketConnection
+from .._errors import (
     CloseReason,
     ConnectionClosed,
     ConnectionRejected,
@@ -32,9 +23,18 @@ from ._errors import (
     DisconnectionTimeout,
     HandshakeError,
 )
-from ._handshake import add_extra_headers
-from ._settings import ConnectionOptions
-from ._url import parse_url
+from .._handshake import add_extra_headers
+from .._settings import ConnectionOptions
+from .._url import parse_url
+from ._common import (
+    EXIT_ERROR,
+    EXIT_OK,
+    UsageError,
+    os_error_message,
+    report_error,
+    run_trio,
+)
+from ._console import Message, PipeConsole, TtyConsole, terminal_mode
 
 Console = PipeConsole | TtyConsole
 

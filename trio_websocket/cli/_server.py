@@ -13,7 +13,14 @@ from functools import partial
 
 import trio
 
-from ._cli import (
+from .._connection import WebSocketConnection
+from .._errors import ConnectionClosed
+from .._pubsub import FanOut, PubSub
+from .._pubsub_redis import RedisError, open_redis_pubsub
+from .._request import WebSocketRequest
+from .._server import Handler, serve_websocket
+from .._url import Endpoint
+from ._common import (
     EXIT_ERROR,
     EXIT_OK,
     RedisAddress,
@@ -22,15 +29,8 @@ from ._cli import (
     report_error,
     run_trio,
 )
-from ._cli_console import Message
-from ._connection import WebSocketConnection
+from ._console import Message
 from ._demo_page import DEMO_PAGE
-from ._errors import ConnectionClosed
-from ._pubsub import FanOut, PubSub
-from ._pubsub_redis import RedisError, open_redis_pubsub
-from ._request import WebSocketRequest
-from ._server import Handler, serve_websocket
-from ._url import Endpoint
 
 logger = logging.getLogger("trio-websocket.serve")
 
@@ -80,7 +80,7 @@ def _tls_context(cert: str, key: str) -> ssl.SSLContext:
 def _serve_workers(args: argparse.Namespace) -> int:
     """``serve --workers N``: an echo server or a chat room (relayed through
     Redis) in N processes; 0 once stopped."""
-    from ._workers import run_workers
+    from .._workers import run_workers
 
     redis: RedisAddress | None = args.pubsub
     kind = "echo server" if redis is None else "chat room"
@@ -151,7 +151,7 @@ def _configure_logging() -> None:
 
 def _configure_worker_logging() -> None:
     """:func:`_configure_logging`, each line saying which worker it comes from."""
-    from ._workers import worker_index
+    from .._workers import worker_index
 
     logging.basicConfig(
         level=logging.WARNING,
