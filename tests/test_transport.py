@@ -9,8 +9,8 @@ import pytest
 import trio
 import trio.testing
 
+from trio_websocket._engine import SizingReader
 from trio_websocket._transport import (
-    SizingReader,
     SocketTransport,
     StreamTransport,
     transport_for,

@@ -107,8 +107,8 @@ async def send_framed(connection: WebSocketConnection, framed: FramedMessage) ->
     The shared frame fits a server-side connection without extensions; a
     client masks each frame, and compression state is per connection.
     """
-    if connection.is_server and not connection.extensions:
-        await connection._send_framed(framed.frame, framed.payload_size)
+    if connection.takes_shared_frames:
+        await connection.send_shared_frame(framed.frame, framed.payload_size)
     else:
         await connection.send_message(framed.message)
 

@@ -437,7 +437,7 @@ class _ConnectionScope:
             # cancelled, so the next checkpoint raises again.
             if body_error is None or not _only_cancellation(exc):
                 raise
-        if body_error is None and self._connection._close_timed_out:
+        if body_error is None and self._connection.close_timed_out:
             raise DisconnectionTimeout("the closing handshake did not complete in time")
 
     async def _close_nursery(self, nursery: trio.Nursery) -> None:
@@ -611,7 +611,7 @@ async def _handshake(
         path=resource,
         handshake_headers=peer_headers(header_pairs(response.headers)),
     )
-    connection._start(nursery, early_frames)
+    connection.start_background_tasks(nursery, early_frames)
     return connection
 
 

@@ -12,6 +12,68 @@ frames into bytes. This module owns everything that involves time and tasks:
 
 The reader stops reading while the message queue is full, so a fast peer is
 slowed down by TCP flow control rather than growing our memory.
+
+States
+------
+
+The engine keeps the protocol's own state (``protocol.state``: OPEN, then
+CLOSING once a close frame went either way, then CLOSED) and the close
+frames sent and received. A connection adds these facts; each starts false
+and, once true, stays true:
+
+``_closing_locally``
+    The application closed the connection (:meth:`aclose`). Unread messages
+    are dropped, receiving raises :exc:`ConnectionClosed` (iteration ends
+    quietly) and sending is refused.
+``_refused_peer``
+    We failed the connection over the peer's input: a protocol error the
+    engine found, or a message we refuse. Nothing after it is processed, and
+    once our close frame is out nobody waits for the peer's answer.
+``_input_ended``
+    The transport reached its end (or broke): the reader has nothing left
+    to read, and the reader task takes the socket back from consumers.
+``_close_timed_out``
+    The closing handshake did not finish within ``disconnect_timeout``, so
+    the transport was closed anyway.
+``_reader_finished``
+    The reader task is over: the transport is closed and
+    :attr:`closed` is final. Only now does :meth:`wait_until_closed` return.
+
+:attr:`closed` (``_close_reason``) is set once, by whichever of these comes
+first: a close frame from the peer, our own close (:meth:`aclose`,
+:meth:`fail`), the engine failing the connection, an abort (1006), or the
+end of the reader task.
+
+The transitions, from OPEN::
+
+    aclose()              -> _closing_locally; close frame sent; the reader
+                             waits for the peer's close, EOF or the deadline
+                             (-> _close_timed_out) -> _reader_finished
+    the peer's close      -> engine CLOSING, answered by the engine; queued
+                             messages are still delivered -> EOF
+                             -> _input_ended -> _reader_finished
+    input we refuse       -> _refused_peer; close frame sent -> EOF or the
+                             deadline -> _reader_finished
+    fail() (keepalive),   -> close frame if possible, then the transport is
+    abort (a broken send)    closed -> _reader_finished
+    EOF without a close   -> _input_ended (1006) -> _reader_finished
+
+Two more flags are not about the lifecycle: ``_mid_message`` (the consumer
+stopped inside a fragmented message, whose rest is skipped) and
+``_pong_due`` (the engine answered a ping and the reader task must write
+the pong; see :mod:`._turns`).
+
+Internal interface
+------------------
+
+Other modules of this package use only these members, none of them part of
+the public API: :meth:`start_background_tasks` (client and server, after the
+handshake), :meth:`next_item` and :attr:`closing_locally` (iterators and
+the stream adapter), :meth:`start_closing` (the stream adapter's
+half-close), :meth:`wait_until_closed` and :meth:`fail` (keepalive),
+:attr:`close_timed_out` (``open_websocket``), :attr:`takes_shared_frames`
+and :meth:`send_shared_frame` (broadcast), and :func:`check_close` (the
+server's shutdown).
 """
 
 from __future__ import annotations
@@ -34,15 +96,23 @@ from websockets.frames import Close, Opcode
 from websockets.protocol import OPEN, SEND_EOF, Protocol, Side
 
 from ._assembler import Assembler, InvalidMessage, MessageBuffer
+from ._engine import (
+    CAN_QUEUE_FRAMES,
+    parser_failure,
+    queue_frame,
+    release_handshake,
+    send_uncompressed,
+    track_frame_sizes,
+)
 from ._errors import CloseReason, ConnectionClosed
-from ._handshake import PackedHeaders, release_handshake
+from ._handshake import PackedHeaders
 from ._iterators import BytesLike, Chunks, Fragments, Messages, chunk_iterator
 from ._keepalive import keep_alive
 from ._locks import WriteLock
 from ._queue import Fragment, Item, Message, MessageQueue
 from ._settings import Settings
 from ._stats import ConnectionStats, Counters
-from ._transport import size_reads, transport_for
+from ._transport import transport_for
 from ._turns import ReadTurns
 from ._url import Endpoint, stream_endpoint
 
@@ -91,7 +161,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         self._transport = transport_for(stream)
         self._read_size = settings.receive_buffer_size or _DEFAULT_READ
         release_handshake(protocol)
-        self._engine_input = size_reads(protocol)
+        self._engine_input = track_frame_sizes(protocol)
         self._protocol = protocol
         self._settings = settings
         self._path = path
@@ -101,16 +171,17 @@ class WebSocketConnection(trio.abc.AsyncResource):
             settings.message_queue_size, settings.message_queue_bytes
         )
         self._assembler = Assembler(settings)
-        self._mid_message = False  # the consumer stopped inside a message
+        self._mid_message = False
         self._write_lock = WriteLock()
         self._message_lock = WriteLock()  # one outgoing message at a time
         self._sending_text = False  # the kind of the fragmented message being sent
         self._pings: dict[bytes, trio.Event] = {}
+        self._pong_due = False
         self._counters = Counters()
 
         self._close_reason: CloseReason | None = None
         self._closing_locally = False
-        self._refused_peer = False  # we failed the connection over its input
+        self._refused_peer = False
         self._close_timed_out = False
         self._reader_scope = trio.CancelScope()
         self._reader_finished = False
@@ -122,8 +193,15 @@ class WebSocketConnection(trio.abc.AsyncResource):
             else None
         )
 
-    def _start(self, nursery: trio.Nursery, early_events: Sequence[Event]) -> None:
-        """Start the background tasks, once the handshake is complete."""
+    def start_background_tasks(
+        self, nursery: trio.Nursery, early_events: Sequence[Event]
+    ) -> None:
+        """Start the reader (and keepalive) tasks, once the handshake is done.
+
+        ``early_events`` are the frames that arrived along with the handshake.
+
+        :meta private:
+        """
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("%s: open, %s %s", self, self.remote, self._path)
         nursery.start_soon(self._reader_task, early_events)
@@ -198,6 +276,22 @@ class WebSocketConnection(trio.abc.AsyncResource):
         """
         return self._handshake_headers.pairs()
 
+    @property
+    def closing_locally(self) -> bool:
+        """True once this side closed the connection (see the module's states).
+
+        :meta private:
+        """
+        return self._closing_locally
+
+    @property
+    def close_timed_out(self) -> bool:
+        """True if the closing handshake did not finish before its deadline.
+
+        :meta private:
+        """
+        return self._close_timed_out
+
     def __str__(self) -> str:
         return f"{'client' if self.is_client else 'server'}-{self._id}"
 
@@ -211,14 +305,13 @@ class WebSocketConnection(trio.abc.AsyncResource):
         :exc:`ConnectionClosed`.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
-        item = await self._next_item(start=True)
+        item = await self.next_item(start=True)
         if not isinstance(item, Fragment):
             return item
         buffer = MessageBuffer(item.data)
         while not item.last:
-            item = cast(Fragment, await self._next_item(start=False))
+            item = cast(Fragment, await self.next_item(start=False))
             buffer.add(item.data)
-        self._mid_message = False
         return buffer.message()
 
     def get_fragments(self) -> AsyncIterator[Message]:
@@ -232,7 +325,14 @@ class WebSocketConnection(trio.abc.AsyncResource):
         """
         return Fragments(self)
 
-    async def _next_item(self, *, start: bool) -> Message | Fragment:
+    async def next_item(self, *, start: bool) -> Message | Fragment:
+        """The next whole message or fragment; ``start`` at a message's start.
+
+        At a message's start, what the consumer left of the previous message
+        is skipped first. Raises :exc:`ConnectionClosed` when none will come.
+
+        :meta private:
+        """
         if start and self._mid_message:
             await self._skip_unfinished_message()
         item = self._queue.get_nowait()
@@ -268,7 +368,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         # A consumer that stopped iterating get_fragments() left the rest of
         # its message in the queue; it belongs to nobody now.
         while self._mid_message:
-            await self._next_item(start=False)
+            await self.next_item(start=False)
 
     def __aiter__(self) -> AsyncIterator[Message]:
         """Iterate over incoming messages until the connection closes.
@@ -414,15 +514,8 @@ class WebSocketConnection(trio.abc.AsyncResource):
     ) -> None:
         if compress or not self._protocol.extensions:
             send(payload, fin)
-            return
-        # The engine frames through its negotiated extensions; without them
-        # for one message, the frame goes out with RSV1 clear, which tells
-        # the peer it is not compressed.
-        extensions, self._protocol.extensions = self._protocol.extensions, []
-        try:
-            send(payload, fin)
-        finally:
-            self._protocol.extensions = extensions
+        else:
+            send_uncompressed(self._protocol, send, payload, fin)
 
     def _check_can_send(self) -> None:
         # A known close reason with the engine still OPEN means we aborted or
@@ -486,7 +579,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         be sent on the wire, or a reason over 123 bytes, is a
         :exc:`ValueError`.
         """
-        _check_close(code, reason)
+        check_close(code, reason)
         if self._reader_finished:  # already closed: nothing to wait for
             self._closing_locally = True
             self._queue.close(discard=True)
@@ -494,8 +587,8 @@ class WebSocketConnection(trio.abc.AsyncResource):
             return
         try:
             with trio.move_on_after(self._settings.disconnect_timeout) as closing:
-                await self._start_closing(code, reason, discard=True)
-                await self._wait_for_reader()
+                await self.start_closing(code, reason, discard=True)
+                await self.wait_until_closed()
         except BaseException:
             await self._abort()
             raise
@@ -504,13 +597,15 @@ class WebSocketConnection(trio.abc.AsyncResource):
             self._close_reason = CloseReason(_ABNORMAL, "closing handshake timed out")
             await self._abort()
 
-    async def _start_closing(
+    async def start_closing(
         self, code: int, reason: str | None, *, discard: bool
     ) -> None:
         """Send a close frame; ``discard`` also drops what was not yet read.
 
         Without ``discard`` (a half-close), messages the peer sent before its
         own close frame are still delivered.
+
+        :meta private:
         """
         if discard:
             if self._close_reason is None:
@@ -527,12 +622,15 @@ class WebSocketConnection(trio.abc.AsyncResource):
             with contextlib.suppress(ConnectionClosed):  # the peer is gone
                 await self._write_pending()
 
-    async def _fail(self, code: int, reason: str) -> None:
-        """Give up on the peer: send a close frame if possible, then abort."""
+    async def fail(self, code: int, reason: str) -> None:
+        """Give up on the peer: send a close frame if possible, then abort.
+
+        :meta private:
+        """
         if self._close_reason is None:
             self._close_reason = CloseReason(code, reason)
         with trio.move_on_after(self._settings.disconnect_timeout):
-            await self._start_closing(code, reason, discard=False)
+            await self.start_closing(code, reason, discard=False)
         await self._abort()
 
     def _set_close_deadline(self) -> None:
@@ -562,7 +660,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
             with self._reader_scope:
                 # Frames that arrived along with the handshake.
                 self._handle_events(early_events)
-                await self._answer()
+                await self._write_engine_replies()
                 await self._read_until_end()
             self._close_timed_out = (
                 self._reader_scope.cancelled_caught
@@ -582,8 +680,11 @@ class WebSocketConnection(trio.abc.AsyncResource):
                 self._reader_done.set()
             self._log_close()
 
-    async def _wait_for_reader(self) -> None:
-        """Wait until the reader task has closed the connection."""
+    async def wait_until_closed(self) -> None:
+        """Wait until the reader task has closed the connection.
+
+        :meta private:
+        """
         if self._reader_finished:
             await trio.lowlevel.checkpoint()
             return
@@ -594,7 +695,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
     def _log_close(self) -> None:
         reason = self._close_reason
         assert reason is not None
-        failure = self._protocol.parser_exc
+        failure = parser_failure(self._protocol)
         if failure is not None and not isinstance(failure, EOFError):
             logger.debug("%s: protocol error from the peer: %s", self, failure)
         by = _closer(self._protocol)
@@ -610,10 +711,11 @@ class WebSocketConnection(trio.abc.AsyncResource):
             await self._receive()
             # Consumers are reading: let them read the socket themselves.
             every_waiter_served = self._queue.has_item_for_every_waiter
-            await self._answer()
+            await self._write_engine_replies()
             if every_waiter_served and turns is not None:
                 await turns.lend_socket_to_consumers()
-                await self._answer()  # what the consumers' reads left to send
+                # What the consumers' reads left to send.
+                await self._write_engine_replies()
 
     def _reader_needed(self) -> bool:
         """Whether only the reader task can make progress (see ``_turns``)."""
@@ -622,7 +724,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
             self._input_ended
             or self._closing_locally
             or protocol.state is not OPEN
-            or protocol.writes
+            or self._pong_due
             or self._pings
             or self._queue.has_waiter_without_item
         )
@@ -670,13 +772,14 @@ class WebSocketConnection(trio.abc.AsyncResource):
         if self._protocol.state is not OPEN:
             self._note_close_reason()
             self._set_close_deadline()
-            if self._protocol.parser_exc is not None:
+            if parser_failure(self._protocol) is not None:
                 self._refused_peer = True
 
-    async def _answer(self) -> None:
+    async def _write_engine_replies(self) -> None:
         """Write what the engine queued while reading (pongs, close frames)."""
         # Most reads need no answer (only pings and closes do): then there is
         # no lock to take and no reason to yield before reading again.
+        self._pong_due = False
         chunks = self._protocol.data_to_send()
         if not chunks:
             return
@@ -693,8 +796,9 @@ class WebSocketConnection(trio.abc.AsyncResource):
             self._wake_everyone()
 
     def _handle_control_frame(self, frame: Frame) -> None:
-        # The engine answers pings itself.
-        if frame.opcode is Opcode.PONG:
+        if frame.opcode is Opcode.PING:
+            self._pong_due = True  # the engine queued it, for us to write
+        elif frame.opcode is Opcode.PONG:
             self._answer_pings(frame.data)
         elif frame.opcode is Opcode.CLOSE:
             self._note_close_reason()
@@ -739,20 +843,29 @@ class WebSocketConnection(trio.abc.AsyncResource):
         elif self._protocol.state is not OPEN:
             self._close_reason = CloseReason(_ABNORMAL, None)
 
-    async def _send_framed(self, frame: bytes, payload_size: int) -> None:
+    @property
+    def takes_shared_frames(self) -> bool:
+        """Whether :meth:`send_shared_frame` may be used.
+
+        :meta private:
+        """
+        return self.is_server and not self._protocol.extensions and CAN_QUEUE_FRAMES
+
+    async def send_shared_frame(self, frame: bytes, payload_size: int) -> None:
         """Send one whole message that was framed elsewhere.
 
         :func:`~trio_websocket.broadcast` frames a message once and hands the
         same bytes to many connections. ``frame`` must be a single final data
-        frame, unmasked and without extension bits: only a server-side
-        connection that negotiated no extension may receive it. Waits its
-        turn behind other senders, like :meth:`send_message`, and counts as
-        one message of ``payload_size`` bytes in :attr:`stats`.
+        frame, unmasked and without extension bits: only a connection that
+        :attr:`takes_shared_frames` may receive it. Waits its turn behind
+        other senders, like :meth:`send_message`, and counts as one message
+        of ``payload_size`` bytes in :attr:`stats`.
+
+        :meta private:
         """
-        assert self.is_server and not self._protocol.extensions
+        assert self.takes_shared_frames
         async with self._message_lock:
-            # Queued as if the engine had framed it.
-            await self._send(self._protocol.writes.append, frame)
+            await self._send(queue_frame, self._protocol, frame)
         self._counters.messages_sent += 1
         self._counters.bytes_sent += payload_size
 
@@ -766,7 +879,8 @@ def _closer(protocol: Protocol) -> str:
     return "neither side" if protocol.close_rcvd is None else "the peer"
 
 
-def _check_close(code: int, reason: str | None) -> None:
+def check_close(code: int, reason: str | None) -> None:
+    """Refuse (:exc:`ValueError`) a close code or reason that may not be sent."""
     try:
         Close(code, reason or "").serialize()
     except ProtocolError as exc:

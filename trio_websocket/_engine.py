@@ -1,14 +1,46 @@
-"""The engine's classes, with the corrections this library needs.
+"""The engine's classes, and every use this library makes of its internals.
 
 Connections are driven by the sans-I/O ``ClientProtocol`` and
-``ServerProtocol`` of the websockets package; these subclasses change only
-how they react to certain frames from the peer, and how the client
-negotiates compression.
+``ServerProtocol`` of the websockets package. Its public API covers almost
+everything; where it does not, this module reaches into the engine, and no
+other module does. A websockets release that changes these internals then
+breaks ``tests/test_engine_hooks.py`` (one test per hook, checking the shape
+relied on) rather than every user at once, and each hook falls back to the
+public path instead of misbehaving.
+
+The hooks, what each relies on, and its fallback:
+
+* **Close between fragments** (:class:`ClientEngine`, :class:`ServerEngine`):
+  ``recv_frame`` clears ``current_size``, the engine's size of the message
+  in progress, before a close frame. Fallback: none is needed; without that
+  attribute the engine fails the connection with 1002 as it always did.
+* **Release the handshake** (:func:`release_handshake`): replaces
+  ``protocol.parser``, the engine's parser generator, after following its
+  ``gi_yieldfrom`` chain to ``StreamReader.at_eof`` (``gi_code``) with an
+  empty ``protocol.reader.buffer``. Fallback: the engine's parser is kept,
+  and with it the parsed handshake.
+* **Size reads** (:func:`track_frame_sizes`): sets the ``__class__`` of
+  ``protocol.reader``, a plain ``StreamReader`` whose ``read_exact`` the
+  parser calls, to :class:`SizingReader`. Fallback: a reader of another
+  class is left alone, nothing is reported missing, and every read is of
+  the configured size.
+* **Send uncompressed** (:func:`send_uncompressed`): empties
+  ``protocol.extensions`` for one frame, which ``send_frame`` reads when it
+  frames. Fallback: without a ``list`` there, the frame is compressed.
+* **Shared frames** (:func:`queue_frame`): appends bytes framed elsewhere to
+  ``protocol.writes``, the list ``data_to_send()`` drains. Fallback: when
+  :data:`CAN_QUEUE_FRAMES` is false, broadcasts frame the message for each
+  connection with ``send_message``.
+* **Why the engine failed** (:func:`parser_failure`): reads
+  ``protocol.parser_exc``. Fallback: ``None``, as if the peer had not
+  misbehaved: the reader waits for its close frame until the deadline.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+import typing
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
 from websockets.client import ClientProtocol
@@ -18,9 +50,15 @@ from websockets.extensions.permessage_deflate import (
     PerMessageDeflate,
 )
 from websockets.frames import Frame, Opcode
-from websockets.protocol import Protocol
+from websockets.protocol import Protocol, Side
 from websockets.server import ServerProtocol
+from websockets.streams import StreamReader
 from websockets.typing import ExtensionParameter
+
+from ._iterators import BytesLike
+
+# Reads at least this large copy through a memoryview rather than a slice.
+_COPY_THROUGH_VIEW = 4096
 
 
 class _CloseBetweenFragments(Protocol):
@@ -79,3 +117,167 @@ class ClientDeflateFactory(ClientPerMessageDeflateFactory):
             self.window_bits,
             deflate.compress_settings,
         )
+
+
+# -- Release the handshake ----------------------------------------------------
+
+
+def release_handshake(protocol: Protocol) -> None:
+    """Let the engine drop the handshake request or response it parsed.
+
+    The engine's parser is one generator that parsed the handshake and then
+    went on to parse frames, so its local variables keep the parsed HTTP
+    message and its headers alive as long as the connection: over a
+    kilobyte per idle connection. Between two frames the frame parser holds
+    no other state, so there a fresh one can take over; in the middle of a
+    frame (bytes that came with the handshake) the old one is kept, and so
+    it is if the engine's internals ever stop looking as expected.
+    """
+    parser = getattr(protocol, "parser", None)
+    if protocol.reader.buffer or not between_frames(parser):
+        return
+    protocol.parser = Protocol.parse(protocol)
+    next(protocol.parser)  # run to its first wait for data, as the engine does
+
+
+def between_frames(parser: object) -> bool:
+    """Whether ``parser`` is a generator waiting for the first byte of a frame."""
+    inner: Any = parser
+    while inspect.isgenerator(inner) and inner.gi_yieldfrom is not None:
+        inner = inner.gi_yieldfrom
+    at_eof = getattr(StreamReader, "at_eof", None)
+    return inspect.isgenerator(inner) and inner.gi_code is getattr(
+        at_eof, "__code__", None
+    )
+
+
+# -- Size reads ---------------------------------------------------------------
+
+
+class ReadSizer(typing.Protocol):
+    """What :func:`track_frame_sizes` returns."""
+
+    @property
+    def missing(self) -> int:
+        """Bytes the parser still needs to finish what it is reading."""
+        ...
+
+
+class SizingReader(StreamReader):
+    """The engine's input buffer, noting how many bytes the parser waits for.
+
+    While a large frame arrives, this tells the connection how much of it is
+    still missing, so it can read the rest in large chunks without reading
+    past the end of the frame (which would queue messages ahead of what the
+    message queue allows).
+    """
+
+    wanted = 0
+
+    # The engine's version returns a bytearray slice; returning bytes saves
+    # the copy that making an (unmasked) payload into a bytes message would
+    # cost, which matters for large messages. The engine accepts either.
+    def read_exact(  # type: ignore[override]
+        self, n: int
+    ) -> Generator[None, None, bytes]:
+        """Wait until ``n`` bytes are buffered, then take them as ``bytes``."""
+        self.wanted = n
+        buffer = self.buffer
+        while len(buffer) < n:
+            if self.eof:
+                raise EOFError(f"stream ended {n - len(buffer)} bytes short")
+            yield
+        if n < _COPY_THROUGH_VIEW:
+            data = bytes(buffer[:n])
+        else:  # one copy instead of two
+            with memoryview(buffer) as view, view[:n] as head:
+                data = bytes(head)
+        del buffer[:n]
+        return data
+
+    @property
+    def missing(self) -> int:
+        """Bytes the parser still needs to finish what it is reading."""
+        return self.wanted - len(self.buffer)
+
+
+class _NothingMissing:
+    """The fallback of :func:`track_frame_sizes`: no frame size is known."""
+
+    missing = 0
+
+
+def track_frame_sizes(protocol: Protocol) -> ReadSizer:
+    """Make the engine's input buffer a :class:`SizingReader`; return it.
+
+    The buffer object stays the same (it may already hold bytes that came
+    with the handshake); only its class changes, which is safe because
+    :class:`SizingReader` adds no state of its own beyond a class default.
+    """
+    reader = getattr(protocol, "reader", None)
+    if type(reader) is not StreamReader:
+        return _NothingMissing()
+    reader.__class__ = SizingReader
+    assert isinstance(reader, SizingReader)
+    return reader
+
+
+# -- Send uncompressed --------------------------------------------------------
+
+
+def send_uncompressed(
+    protocol: Protocol,
+    send: Callable[[BytesLike, bool], None],
+    payload: BytesLike,
+    fin: bool,
+) -> None:
+    """Frame one data frame with ``send`` as if no extension were negotiated.
+
+    The frame goes out with RSV1 clear, which tells the peer it is not
+    compressed.
+    """
+    extensions = protocol.extensions
+    if not isinstance(extensions, list):
+        send(payload, fin)
+        return
+    protocol.extensions = []
+    try:
+        send(payload, fin)
+    finally:
+        protocol.extensions = extensions
+
+
+# -- Shared frames ------------------------------------------------------------
+
+
+def queue_frame(protocol: Protocol, frame: bytes) -> None:
+    """Queue ``frame``, framed elsewhere, as if the engine had framed it.
+
+    Only when :data:`CAN_QUEUE_FRAMES`; the next ``data_to_send()`` returns it.
+    """
+    protocol.writes.append(frame)
+
+
+def _can_queue_frames() -> bool:
+    probe = Protocol(Side.SERVER)
+    writes = getattr(probe, "writes", None)
+    if not isinstance(writes, list):
+        return False
+    writes.append(b"probe")
+    return probe.data_to_send() == [b"probe"] and probe.data_to_send() == []
+
+
+#: Whether :func:`queue_frame` works with this release of the engine.
+CAN_QUEUE_FRAMES = _can_queue_frames()
+
+
+# -- Why the engine failed ----------------------------------------------------
+
+
+def parser_failure(protocol: Protocol) -> Exception | None:
+    """The error on which the engine stopped parsing the peer's input, if any.
+
+    An :exc:`EOFError` when the input ended without a closing handshake.
+    """
+    failure: Exception | None = getattr(protocol, "parser_exc", None)
+    return failure

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -11,7 +10,6 @@ import trio
 from websockets.datastructures import Headers
 from websockets.exceptions import InvalidHeaderValue
 from websockets.protocol import Event, Protocol
-from websockets.streams import StreamReader
 
 from ._errors import HandshakeError
 from ._transport import transport_for
@@ -210,31 +208,3 @@ async def send_pending(stream: trio.abc.Stream, protocol: Protocol) -> None:
     if data:
         await transport_for(stream).send_all(data)
 
-
-def release_handshake(protocol: Protocol) -> None:
-    """Let the engine drop the handshake request or response it parsed.
-
-    The engine's parser is one generator that parsed the handshake and then
-    went on to parse frames, so its local variables keep the parsed HTTP
-    message and its headers alive as long as the connection: over a
-    kilobyte per idle connection. Between two frames the frame parser holds
-    no other state, so there a fresh one can take over; in the middle of a
-    frame (bytes that came with the handshake) the old one is kept, and so
-    it is if the engine's internals ever stop looking as expected.
-    """
-    parser = getattr(protocol, "parser", None)
-    if protocol.reader.buffer or not _between_frames(parser):
-        return
-    protocol.parser = Protocol.parse(protocol)
-    next(protocol.parser)  # run to its first wait for data, as the engine does
-
-
-def _between_frames(parser: object) -> bool:
-    """Whether ``parser`` is a generator waiting for the first byte of a frame."""
-    inner: Any = parser
-    while inspect.isgenerator(inner) and inner.gi_yieldfrom is not None:
-        inner = inner.gi_yieldfrom
-    at_eof = getattr(StreamReader, "at_eof", None)
-    return inspect.isgenerator(inner) and inner.gi_code is getattr(
-        at_eof, "__code__", None
-    )

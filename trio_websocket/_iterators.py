@@ -9,7 +9,7 @@ up: the next receive skips what is left of a message.
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
-from typing import TYPE_CHECKING, cast
+from typing import Protocol, cast
 
 import trio
 from websockets.frames import OK_CLOSE_CODES
@@ -17,17 +17,28 @@ from websockets.frames import OK_CLOSE_CODES
 from ._errors import CloseReason, ConnectionClosed
 from ._queue import Fragment, Message
 
-if TYPE_CHECKING:
-    from ._connection import WebSocketConnection
-
 BytesLike = bytes | bytearray | memoryview
 Chunks = Iterable[str | BytesLike] | AsyncIterable[str | BytesLike]
+
+
+class MessageSource(Protocol):
+    """What the iterators need of a connection."""
+
+    @property
+    def closing_locally(self) -> bool:
+        """True once this side closed the connection."""
+
+    async def get_message(self) -> Message:
+        """The next whole message (:exc:`ConnectionClosed` at the end)."""
+
+    async def next_item(self, *, start: bool) -> Message | Fragment:
+        """The next message or fragment; ``start`` at a message's start."""
 
 
 class Messages:
     """``async for message in connection``."""
 
-    def __init__(self, connection: WebSocketConnection) -> None:
+    def __init__(self, connection: MessageSource) -> None:
         self._connection = connection
 
     def __aiter__(self) -> Messages:
@@ -37,7 +48,7 @@ class Messages:
         try:
             return await self._connection.get_message()
         except ConnectionClosed as closed:
-            if self._connection._closing_locally or _is_normal(closed.reason):
+            if self._connection.closing_locally or _is_normal(closed.reason):
                 raise StopAsyncIteration from None
             raise
 
@@ -49,7 +60,7 @@ class Messages:
 class Fragments(Messages):
     """``connection.get_fragments()``: the pieces of the next message."""
 
-    def __init__(self, connection: WebSocketConnection) -> None:
+    def __init__(self, connection: MessageSource) -> None:
         super().__init__(connection)
         self._started = False
         self._done = False
@@ -59,14 +70,14 @@ class Fragments(Messages):
         if not self._started:
             self._started = True
             await trio.lowlevel.checkpoint_if_cancelled()
-            item = await connection._next_item(start=True)
+            item = await connection.next_item(start=True)
             if not isinstance(item, Fragment):
                 self._done = True
                 return item
             self._done = item.last
             return item.data
         while not self._done:
-            item = cast(Fragment, await connection._next_item(start=False))
+            item = cast(Fragment, await connection.next_item(start=False))
             self._done = item.last
             if item.data:  # not e.g. the empty final frame of send_fragments()
                 return item.data

@@ -7,22 +7,30 @@ recorded and the connection is only failed when the peer itself is silent.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import trio
 
 from ._errors import ConnectionClosed
 
-if TYPE_CHECKING:
-    from ._connection import WebSocketConnection
-
 # Close code for "the server / client encountered an unexpected condition".
 _KEEPALIVE_FAILED = 1011
 
 
-async def keep_alive(
-    connection: WebSocketConnection, interval: float, pong_wait: float
-) -> None:
+class Pingable(Protocol):
+    """What keepalive needs of a connection."""
+
+    async def ping(self, payload: bytes | None = None) -> None:
+        """Send a ping and wait for its pong (:exc:`ConnectionClosed` if none)."""
+
+    async def wait_until_closed(self) -> None:
+        """Wait until the connection is closed."""
+
+    async def fail(self, code: int, reason: str) -> None:
+        """Close the connection with ``code`` without waiting for the peer."""
+
+
+async def keep_alive(connection: Pingable, interval: float, pong_wait: float) -> None:
     """Ping every ``interval`` seconds until the connection closes.
 
     A pong that takes longer than ``pong_wait`` seconds closes the connection
@@ -30,7 +38,7 @@ async def keep_alive(
     """
     while True:
         with trio.move_on_after(interval):
-            await connection._wait_for_reader()
+            await connection.wait_until_closed()
             return
         try:
             with trio.fail_after(pong_wait):
@@ -38,5 +46,5 @@ async def keep_alive(
         except ConnectionClosed:
             return
         except trio.TooSlowError:
-            await connection._fail(_KEEPALIVE_FAILED, "keepalive ping timeout")
+            await connection.fail(_KEEPALIVE_FAILED, "keepalive ping timeout")
             return

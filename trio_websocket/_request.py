@@ -176,7 +176,7 @@ class WebSocketRequest:
             path=self.path,
             handshake_headers=peer_headers(self._headers.pairs()),
         )
-        self._connection._start(self._nursery, early_frames)
+        self._connection.start_background_tasks(self._nursery, early_frames)
         if self._on_accept is not None:
             self._on_accept(self._connection)
         return self._connection

@@ -12,7 +12,7 @@ import trio
 
 from ._accept import accept_clients, accept_pending
 from ._admission import Admission, Gate, Refusal
-from ._connection import WebSocketConnection, _check_close
+from ._connection import WebSocketConnection, check_close
 from ._errors import ConnectionClosed, HandshakeError
 from ._request import WebSocketRequest, read_request, refuse_stream
 from ._settings import (
@@ -275,7 +275,7 @@ class WebSocketServer:
         if self._closing is not None:
             await self._closed.wait()
             return
-        _check_close(code, reason)
+        check_close(code, reason)
         self._closing = (code, reason)
         try:
             await self._stop_accepting()

@@ -42,7 +42,7 @@ class WebSocketStream(trio.abc.HalfCloseableStream):
         """Send ``data`` as one binary message."""
         if self._sending:
             raise trio.BusyResourceError("another task is sending on this stream")
-        if self.connection._closing_locally:
+        if self.connection.closing_locally:
             raise trio.ClosedResourceError("the stream was closed")
         if self._eof_sent:
             raise trio.ClosedResourceError("send_eof() was called")
@@ -60,13 +60,13 @@ class WebSocketStream(trio.abc.HalfCloseableStream):
     async def wait_send_all_might_not_block(self) -> None:
         """Return at once: a WebSocket send queues nothing of its own."""
         await trio.lowlevel.checkpoint()
-        if self.connection._closing_locally:
+        if self.connection.closing_locally:
             raise trio.ClosedResourceError("the stream was closed")
 
     async def send_eof(self) -> None:
         """Send a close frame; keep reading what the peer already sent."""
         self._eof_sent = True
-        await self.connection._start_closing(1000, None, discard=False)
+        await self.connection.start_closing(1000, None, discard=False)
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         """Return the next bytes received, or ``b""`` after a normal close."""
@@ -81,7 +81,7 @@ class WebSocketStream(trio.abc.HalfCloseableStream):
             # Always a checkpoint, as the stream contract asks, even when
             # the data is already here.
             await trio.lowlevel.checkpoint_if_cancelled()
-            if self.connection._closing_locally:
+            if self.connection.closing_locally:
                 raise trio.ClosedResourceError("the stream was closed")
             while not self._pending:
                 message = await self._next_message()
@@ -99,7 +99,7 @@ class WebSocketStream(trio.abc.HalfCloseableStream):
         try:
             message = await self.connection.get_message()
         except ConnectionClosed as exc:
-            if self.connection._closing_locally and not self._eof_sent:
+            if self.connection.closing_locally and not self._eof_sent:
                 raise trio.ClosedResourceError("the stream was closed") from exc
             if exc.reason is not None and exc.reason.code in _NORMAL_CODES:
                 return None
@@ -112,6 +112,6 @@ class WebSocketStream(trio.abc.HalfCloseableStream):
 
 
 def _broken_or_closed(stream: WebSocketStream, reason: CloseReason | None) -> Exception:
-    if stream.connection._closing_locally:
+    if stream.connection.closing_locally:
         return trio.ClosedResourceError("the stream was closed")
     return trio.BrokenResourceError(f"the WebSocket connection closed: {reason}")

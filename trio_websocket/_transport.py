@@ -19,18 +19,14 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from typing import TypeVar
 
 import trio
-from websockets.protocol import Protocol
-from websockets.streams import StreamReader
 
 _Arg = TypeVar("_Arg")
 _Result = TypeVar("_Result")
 
-# Reads at least this large copy through a memoryview rather than a slice.
-_COPY_THROUGH_VIEW = 4096
 # A writer yields to the scheduler at least once every this many writes.
 _WRITES_PER_YIELD = 32
 # errno values that mean the peer is gone rather than a bug of ours.
@@ -161,53 +157,3 @@ def transport_for(stream: trio.abc.Stream) -> StreamTransport:
         return SocketTransport(stream)
     return StreamTransport(stream)
 
-
-class SizingReader(StreamReader):
-    """The engine's input buffer, noting how many bytes the parser waits for.
-
-    While a large frame arrives, this tells the connection how much of it is
-    still missing, so it can read the rest in large chunks without reading
-    past the end of the frame (which would queue messages ahead of what the
-    message queue allows).
-    """
-
-    wanted = 0
-
-    # The engine's version returns a bytearray slice; returning bytes saves
-    # the copy that making an (unmasked) payload into a bytes message would
-    # cost, which matters for large messages. The engine accepts either.
-    def read_exact(  # type: ignore[override]
-        self, n: int
-    ) -> Generator[None, None, bytes]:
-        """Wait until ``n`` bytes are buffered, then take them as ``bytes``."""
-        self.wanted = n
-        buffer = self.buffer
-        while len(buffer) < n:
-            if self.eof:
-                raise EOFError(f"stream ended {n - len(buffer)} bytes short")
-            yield
-        if n < _COPY_THROUGH_VIEW:
-            data = bytes(buffer[:n])
-        else:  # one copy instead of two
-            with memoryview(buffer) as view, view[:n] as head:
-                data = bytes(head)
-        del buffer[:n]
-        return data
-
-    @property
-    def missing(self) -> int:
-        """Bytes the parser still needs to finish what it is reading."""
-        return self.wanted - len(self.buffer)
-
-
-def size_reads(protocol: Protocol) -> SizingReader:
-    """Make the engine's input buffer a :class:`SizingReader`; return it.
-
-    The buffer object stays the same (it may already hold bytes that came
-    with the handshake); only its class changes, which is safe because
-    :class:`SizingReader` adds no state of its own beyond a class default.
-    """
-    reader = protocol.reader
-    reader.__class__ = SizingReader
-    assert isinstance(reader, SizingReader)
-    return reader
