@@ -107,7 +107,7 @@ async def unix_listener(
     return path, trio.SocketListener(sock)
 
 
-def has_ipv6_loopback() -> bool:
+def _has_ipv6_loopback() -> bool:
     """Whether this machine can listen on the IPv6 loopback address."""
     if not socket.has_ipv6:
         return False
@@ -119,7 +119,7 @@ def has_ipv6_loopback() -> bool:
     return True
 
 
-needs_ipv6 = pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback")
+needs_ipv6 = pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback")
 
 
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")

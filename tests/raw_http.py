@@ -7,8 +7,6 @@ the request later, complete a handshake and then never read.
 
 from __future__ import annotations
 
-import base64
-import os
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -18,27 +16,46 @@ import trio
 HOST = "127.0.0.1"
 #: Bound on the reads made while waiting for one answer.
 MAX_READS = 1000
+#: The sample ``Sec-WebSocket-Key`` of RFC 6455, section 1.3.
+SAMPLE_KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
 
 
-def upgrade_request(path: str = "/", headers: Iterable[tuple[str, str]] = ()) -> bytes:
-    """A valid WebSocket handshake request, plus ``headers``."""
-    key = base64.b64encode(os.urandom(16)).decode()
-    return plain_request(
-        path,
-        [
-            ("Upgrade", "websocket"),
-            ("Connection", "Upgrade"),
-            ("Sec-WebSocket-Key", key),
-            ("Sec-WebSocket-Version", "13"),
-            *headers,
-        ],
-    )
+def upgrade_request(
+    path: str = "/",
+    headers: Iterable[tuple[str, str]] = (),
+    *,
+    key: bytes = SAMPLE_KEY,
+    version: str = "13",
+    omit: str = "",
+    extra: str = "",
+) -> bytes:
+    """A WebSocket handshake request for ``path``, valid unless told otherwise.
+
+    ``headers`` (name and value pairs) and ``extra`` (raw header lines, each
+    ending with CRLF) follow the handshake's own fields; ``omit`` leaves out
+    one of those, ``version`` is sent as ``Sec-WebSocket-Version``.
+    """
+    own = {
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": key.decode(),
+        "Sec-WebSocket-Version": version,
+    }
+    own.pop(omit, None)
+    return _get(path, _header_lines([*own.items(), *headers]) + extra)
 
 
 def plain_request(path: str = "/", headers: Iterable[tuple[str, str]] = ()) -> bytes:
     """A plain ``GET`` request for ``path``, plus ``headers``."""
-    lines = "".join(f"{name}: {value}\r\n" for name, value in headers)
-    return f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\n{lines}\r\n".encode()
+    return _get(path, _header_lines(headers))
+
+
+def _get(path: str, header_lines: str) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\n{header_lines}\r\n".encode()
+
+
+def _header_lines(headers: Iterable[tuple[str, str]]) -> str:
+    return "".join(f"{name}: {value}\r\n" for name, value in headers)
 
 
 @dataclass(frozen=True)

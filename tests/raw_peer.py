@@ -2,7 +2,8 @@
 
 Shared by ``test_bad_input``, ``test_attacks``, ``test_attacks_protocol`` and
 ``test_fuzzing``: frame and handshake builders, a raw client and a raw
-server that speak them by hand, and a recorded server of ours.
+server that speak them by hand, and a recorded server of ours. The handshake
+request is ``raw_http``'s (re-exported here, with ``HOST``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from typing import Any
 
 import pytest
 import trio
+from raw_http import HOST as HOST
+from raw_http import MAX_READS
+from raw_http import upgrade_request as upgrade_request
 
 from trio_websocket import (
     CloseReason,
@@ -31,13 +35,10 @@ from trio_websocket import (
     serve_websocket,
 )
 
-HOST = "127.0.0.1"
 #: max_message_size of the servers and clients under test.
 LIMIT = 200
 #: Bound on every test's real (or virtual) duration: a bug fails, never hangs.
 TEST_BOUND = 10
-#: Bound on the number of reads a raw peer makes in one wait.
-MAX_READS = 1000
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 TEXT, BINARY, CONT, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
@@ -103,33 +104,50 @@ def close_payload(code: int, reason: bytes = b"") -> bytes:
     return struct.pack("!H", code) + reason
 
 
+#: Bad frames a client may send, each with the close code a server answers.
+SERVER_BAD_FRAMES = [
+    pytest.param(frame(BINARY, b"hi", masked=False), 1002, id="unmasked"),
+    pytest.param(frame(BINARY, b"hi", rsv=0b100), 1002, id="rsv1"),
+    pytest.param(frame(BINARY, b"hi", rsv=0b001), 1002, id="rsv3"),
+    pytest.param(frame(0x3, b"hi"), 1002, id="opcode-3"),
+    pytest.param(frame(0xB, b"hi"), 1002, id="opcode-B"),
+    pytest.param(frame(PING, b"hi", fin=False), 1002, id="fragmented-ping"),
+    pytest.param(frame(PING, b"p" * 126), 1002, id="long-ping"),
+    pytest.param(frame(CONT, b"hi"), 1002, id="continuation-first"),
+    pytest.param(
+        frame(TEXT, b"a", fin=False) + frame(TEXT, b"b"), 1002, id="text-in-text"
+    ),
+    pytest.param(frame(CLOSE, close_payload(999)), 1002, id="close-999"),
+    pytest.param(frame(CLOSE, close_payload(1005)), 1002, id="close-1005"),
+    pytest.param(frame(CLOSE, close_payload(1006)), 1002, id="close-1006"),
+    pytest.param(frame(CLOSE, b"\x03"), 1002, id="close-1-byte"),
+    pytest.param(frame(TEXT, b"bad \xff text"), 1007, id="invalid-utf8"),
+    pytest.param(frame(TEXT, b"\xed\xa0\x80"), 1007, id="surrogate"),
+    pytest.param(frame(TEXT, b"ok\xff", fin=False), 1007, id="first-fragment-invalid"),
+    pytest.param(
+        frame(TEXT, "é".encode(), fin=False) + frame(CONT, b"\x80", fin=False),
+        1007,
+        id="second-fragment-invalid",
+    ),
+    pytest.param(frame(BINARY, b"x" * (LIMIT + 1)), 1009, id="too-big"),
+    pytest.param(
+        frame(TEXT, ("é" * (LIMIT * 3 // 4)).encode()), 1009, id="too-big-utf8"
+    ),
+    pytest.param(
+        frame(BINARY, b"x" * (LIMIT // 2 + 1), fin=False)
+        + frame(CONT, b"x" * (LIMIT // 2 + 1), fin=False),
+        1009,
+        id="too-big-fragmented",
+    ),
+]
+
+
 def accept_key(key: bytes) -> bytes:
     return base64.b64encode(hashlib.sha1(key + GUID).digest())
 
 
 def status_of(response: bytes) -> int:
     return int(response.split(b"\r\n", 1)[0].split()[1])
-
-
-def upgrade_request(
-    key: bytes = b"dGhlIHNhbXBsZSBub25jZQ==",
-    *,
-    path: str = "/raw",
-    omit: str = "",
-    version: str = "13",
-    extra: str = "",
-) -> bytes:
-    """A handshake request, valid unless told to ``omit`` a header or so."""
-    headers = {
-        "Host": HOST,
-        "Upgrade": "websocket",
-        "Connection": "Upgrade",
-        "Sec-WebSocket-Key": key.decode(),
-        "Sec-WebSocket-Version": version,
-    }
-    headers.pop(omit, None)
-    lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-    return f"GET {path} HTTP/1.1\r\n{extra}{lines}\r\n".encode()
 
 
 # -- A raw peer --------------------------------------------------------------
@@ -212,7 +230,7 @@ async def upgraded_raw_client(port: int) -> AsyncIterator[RawPeer]:
     """A raw client that completed a valid handshake with path ``/raw``."""
     key = base64.b64encode(os.urandom(16))
     async with raw_client(port) as peer:
-        await peer.stream.send_all(upgrade_request(key))
+        await peer.stream.send_all(upgrade_request("/raw", key=key))
         head = await peer.read_head()
         assert status_of(head) == 101
         assert b"\r\nSec-WebSocket-Accept: " + accept_key(key) + b"\r\n" in head

@@ -37,7 +37,8 @@ from typing import Any
 
 import pytest
 import trio
-from conftest import echo_handler, has_ipv6_loopback
+from conftest import echo_handler, needs_ipv6
+from raw_http import MAX_READS, upgrade_request
 from raw_peer import (
     BINARY,
     CLOSE,
@@ -48,7 +49,6 @@ from raw_peer import (
     frame,
     no_errors_logged,  # noqa: F401  (an autouse fixture)
     status_of,
-    upgrade_request,
     upgrade_response,
 )
 
@@ -66,8 +66,6 @@ TEST_BOUND = 30
 BATCH = 20
 #: Bounded wait for task and descriptor counts to come back: steps of 20 ms.
 SETTLE_STEPS = 250
-#: Bound on the reads of one HTTP head.
-MAX_READS = 1000
 #: A flood is taken as stuck when neither the sender nor the server made
 #: progress for this many checks this many seconds apart. Too short only ends
 #: a flood early (the bounds checked then still hold); too long only slows a
@@ -135,7 +133,7 @@ class Transport:
         return f"{scheme}://{host}:{port}{resource}"
 
 
-@pytest.fixture(params=["tcp", "tls", "ipv6"])
+@pytest.fixture(params=["tcp", "tls", pytest.param("ipv6", marks=needs_ipv6)])
 def transport(
     request: pytest.FixtureRequest,
     server_ssl_context: ssl.SSLContext,
@@ -144,8 +142,6 @@ def transport(
     if request.param == "tls":
         return Transport("127.0.0.1", server_ssl_context, client_ssl_context)
     if request.param == "ipv6":
-        if not has_ipv6_loopback():
-            pytest.skip("this machine has no IPv6 loopback (::1)")
         return Transport("::1", None, None)
     return Transport("127.0.0.1", None, None)
 

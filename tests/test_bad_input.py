@@ -16,13 +16,14 @@ from functools import partial
 import pytest
 import trio
 import trustme
+from raw_http import HOST, upgrade_request
 from raw_peer import (
     BINARY,
     CLOSE,
     CONT,
-    HOST,
     LIMIT,
     PING,
+    SERVER_BAD_FRAMES,
     TEST_BOUND,
     TEXT,
     RawPeer,
@@ -36,7 +37,6 @@ from raw_peer import (
     start_raw_server,
     start_server,
     status_of,
-    upgrade_request,
     upgraded_raw_client,
 )
 
@@ -155,42 +155,6 @@ async def test_server_drops_a_client_that_never_finishes_its_request(
 
 
 # -- Server side: bad frames after the handshake -----------------------------
-
-SERVER_BAD_FRAMES = [
-    pytest.param(frame(BINARY, b"hi", masked=False), 1002, id="unmasked"),
-    pytest.param(frame(BINARY, b"hi", rsv=0b100), 1002, id="rsv1"),
-    pytest.param(frame(BINARY, b"hi", rsv=0b001), 1002, id="rsv3"),
-    pytest.param(frame(0x3, b"hi"), 1002, id="opcode-3"),
-    pytest.param(frame(0xB, b"hi"), 1002, id="opcode-B"),
-    pytest.param(frame(PING, b"hi", fin=False), 1002, id="fragmented-ping"),
-    pytest.param(frame(PING, b"p" * 126), 1002, id="long-ping"),
-    pytest.param(frame(CONT, b"hi"), 1002, id="continuation-first"),
-    pytest.param(
-        frame(TEXT, b"a", fin=False) + frame(TEXT, b"b"), 1002, id="text-in-text"
-    ),
-    pytest.param(frame(CLOSE, close_payload(999)), 1002, id="close-999"),
-    pytest.param(frame(CLOSE, close_payload(1005)), 1002, id="close-1005"),
-    pytest.param(frame(CLOSE, close_payload(1006)), 1002, id="close-1006"),
-    pytest.param(frame(CLOSE, b"\x03"), 1002, id="close-1-byte"),
-    pytest.param(frame(TEXT, b"bad \xff text"), 1007, id="invalid-utf8"),
-    pytest.param(frame(TEXT, b"\xed\xa0\x80"), 1007, id="surrogate"),
-    pytest.param(frame(TEXT, b"ok\xff", fin=False), 1007, id="first-fragment-invalid"),
-    pytest.param(
-        frame(TEXT, "é".encode(), fin=False) + frame(CONT, b"\x80", fin=False),
-        1007,
-        id="second-fragment-invalid",
-    ),
-    pytest.param(frame(BINARY, b"x" * (LIMIT + 1)), 1009, id="too-big"),
-    pytest.param(
-        frame(TEXT, ("é" * (LIMIT * 3 // 4)).encode()), 1009, id="too-big-utf8"
-    ),
-    pytest.param(
-        frame(BINARY, b"x" * (LIMIT // 2 + 1), fin=False)
-        + frame(CONT, b"x" * (LIMIT // 2 + 1), fin=False),
-        1009,
-        id="too-big-fragmented",
-    ),
-]
 
 
 @pytest.mark.parametrize(("bad_bytes", "code"), SERVER_BAD_FRAMES)

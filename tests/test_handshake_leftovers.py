@@ -15,17 +15,16 @@ from typing import Any
 
 import pytest
 import trio
+from raw_http import HOST, upgrade_request
 from raw_peer import (
     BINARY,
     CLOSE,
-    HOST,
     TEST_BOUND,
     TEXT,
     RawPeer,
     frame,
     raw_client,
     start_raw_server,
-    upgrade_request,
     upgrade_response,
 )
 from websockets.protocol import Protocol
@@ -47,11 +46,15 @@ def parses_frames_only(connection: WebSocketConnection) -> bool:
     return parser.gi_code is Protocol.parse.__code__
 
 
-async def serve_then_send(split: int, peer: RawPeer) -> None:
-    """Answer the handshake and, in the same write, the first frames."""
+async def serve_then_send(split: int, client_open: trio.Event, peer: RawPeer) -> None:
+    """Answer the handshake and, in the same write, the first frames.
+
+    The rest of the second frame follows once the client says its handshake
+    is over, so the client cannot have read it with the handshake.
+    """
     head = await peer.read_head()
     await peer.stream.send_all(upgrade_response(head) + WHOLE + PARTIAL[:split])
-    await trio.sleep(0.05)
+    await client_open.wait()
     await peer.stream.send_all(PARTIAL[split:])
     await answer_close(peer, masked=True)
 
@@ -69,9 +72,11 @@ async def test_client_receives_frames_sent_with_the_response(
 ) -> None:
     # The engine has already taken the second frame's header (4 bytes), so
     # its parser must be kept, whether or not payload bytes are buffered.
-    port = await start_raw_server(nursery, partial(serve_then_send, split))
+    client_open = trio.Event()
+    port = await start_raw_server(nursery, partial(serve_then_send, split, client_open))
     with trio.fail_after(TEST_BOUND):
         async with open_websocket(HOST, port, "/", use_ssl=False) as ws:
+            client_open.set()
             assert not parses_frames_only(ws)
             assert await ws.get_message() == "one"
             assert await ws.get_message() == b"two" * 100
@@ -80,9 +85,11 @@ async def test_client_receives_frames_sent_with_the_response(
 async def test_client_replaces_the_parser_between_frames(
     nursery: trio.Nursery,
 ) -> None:
-    port = await start_raw_server(nursery, partial(serve_then_send, 0))
+    client_open = trio.Event()
+    port = await start_raw_server(nursery, partial(serve_then_send, 0, client_open))
     with trio.fail_after(TEST_BOUND):
         async with open_websocket(HOST, port, "/", use_ssl=False) as ws:
+            client_open.set()
             assert parses_frames_only(ws)
             assert await ws.get_message() == "one"
             assert await ws.get_message() == b"two" * 100
@@ -106,8 +113,9 @@ async def test_server_receives_frames_sent_with_the_request(
     with trio.fail_after(TEST_BOUND):
         async with raw_client(server.port) as peer:
             await peer.stream.send_all(upgrade_request() + whole + partial_frame[:9])
+            # The server answers once it has read the request, and with it
+            # what came behind: the rest cannot reach that same read.
             assert b" 101 " in await peer.read_head()
-            await trio.sleep(0.05)
             await peer.stream.send_all(partial_frame[9:])
             await answer_close(peer, masked=False)
             assert await peer.read_to_eof() == b""

@@ -26,12 +26,12 @@ from raw_peer import (
     HOST,
     LIMIT,
     PING,
+    SERVER_BAD_FRAMES,
     TEST_BOUND,
     TEXT,
     frame,
     upgraded_raw_client,
 )
-from test_bad_input import SERVER_BAD_FRAMES
 
 from trio_websocket import (
     CloseReason,
