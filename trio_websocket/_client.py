@@ -51,7 +51,7 @@ from ._settings import (
     RECEIVE_BYTES,
     ConnectionOptions,
     Settings,
-    check_options,
+    configure,
 )
 from ._tcp import open_tcp
 from ._tunnel import open_tunnel
@@ -81,28 +81,55 @@ class _Target:
 
 
 @dataclass(frozen=True)
-class _Request:
-    """What the handshake request carries besides ``Host`` and the resource."""
+class ClientConfig:
+    """How a client connects, and what its handshake request carries.
 
-    subprotocols: tuple[str, ...] | None = None
-    extra_headers: tuple[tuple[bytes | str, bytes | str], ...] = ()
-    origin: str | None = None
-    user_agent: str | None = USER_AGENT
+    Every client entry point builds one with :meth:`build` from its
+    parameters and hands it down to what connects. ``credentials`` come from
+    the user info of the URL being connected to.
+    """
+
+    settings: Settings
+    subprotocols: tuple[str, ...] | None
+    extra_headers: tuple[tuple[bytes | str, bytes | str], ...]
+    origin: str | None
+    user_agent: str | None
+    proxy: ProxySetting
+    max_redirects: int
     credentials: tuple[str, str] | None = None
 
     @classmethod
     def build(
         cls,
-        subprotocols: Sequence[str] | None,
-        extra_headers: HeaderPairs | None,
-        origin: str | None,
-        user_agent: str | None,
-    ) -> _Request:
+        caller: str,
+        /,
+        *,
+        subprotocols: Sequence[str] | None = None,
+        extra_headers: HeaderPairs | None = None,
+        message_queue_size: float = MESSAGE_QUEUE_SIZE,
+        max_message_size: float = MAX_MESSAGE_SIZE,
+        receive_buffer_size: int | None = RECEIVE_BYTES,
+        disconnect_timeout: float = CONN_TIMEOUT,
+        proxy: ProxySetting = None,
+        max_redirects: int = MAX_REDIRECTS,
+        origin: str | None = None,
+        user_agent: str | None = USER_AGENT,
+        **options: Unpack[ConnectionOptions],
+    ) -> ClientConfig:
+        """The configuration of one call to the client entry point ``caller``.
+
+        Takes the client entry points' parameters, each with its default
+        (see :func:`configure`), and their :class:`ConnectionOptions`.
+        """
+        settings = configure(Settings.build, caller, locals())
         return cls(
+            settings,
             tuple(subprotocols) if subprotocols else None,
             tuple(extra_headers or ()),
             origin,
             user_agent,
+            proxy,
+            max_redirects,
         )
 
     def add_headers(self, headers: Headers) -> None:
@@ -168,19 +195,11 @@ def open_websocket(
         ``None`` sends none. A ``User-Agent`` or ``Origin`` in
         ``extra_headers`` replaces these.
     """
-    check_options("open_websocket", options)
-    settings = Settings(
-        message_queue_size=message_queue_size,
-        max_message_size=max_message_size,
-        receive_buffer_size=receive_buffer_size,
-        disconnect_timeout=disconnect_timeout,
-        **options,
-    )
+    config = configure(ClientConfig.build, "open_websocket", locals())
     target = _Target(host, port, resource, use_ssl)
-    request = _Request.build(subprotocols, extra_headers, origin, user_agent)
 
     async def connect(nursery: trio.Nursery) -> WebSocketConnection:
-        return await _connect(nursery, target, request, proxy, settings)
+        return await _connect(nursery, target, config)
 
     return _ConnectionScope(connect, connect_timeout)
 
@@ -216,23 +235,8 @@ def open_websocket_url(
     from TLS to plain ``ws://`` (:exc:`RedirectError`). ``connect_timeout``
     bounds all of it.
     """
-    connect = _url_connector(
-        url,
-        ssl_context,
-        caller="open_websocket_url",
-        subprotocols=subprotocols,
-        extra_headers=extra_headers,
-        message_queue_size=message_queue_size,
-        max_message_size=max_message_size,
-        receive_buffer_size=receive_buffer_size,
-        disconnect_timeout=disconnect_timeout,
-        proxy=proxy,
-        max_redirects=max_redirects,
-        origin=origin,
-        user_agent=user_agent,
-        **options,
-    )
-    return _ConnectionScope(connect, connect_timeout)
+    config = configure(ClientConfig.build, "open_websocket_url", locals())
+    return _ConnectionScope(url_connector(url, ssl_context, config), connect_timeout)
 
 
 async def connect_websocket(
@@ -259,16 +263,9 @@ async def connect_websocket(
     closes the connection. ``proxy``, ``origin`` and ``user_agent`` work as in
     :func:`open_websocket`.
     """
-    check_options("connect_websocket", options)
-    settings = Settings(
-        message_queue_size=message_queue_size,
-        max_message_size=max_message_size,
-        receive_buffer_size=receive_buffer_size,
-        **options,
-    )
+    config = configure(ClientConfig.build, "connect_websocket", locals())
     target = _Target(host, port, resource, use_ssl)
-    request = _Request.build(subprotocols, extra_headers, origin, user_agent)
-    return await _connect(nursery, target, request, proxy, settings)
+    return await _connect(nursery, target, config)
 
 
 async def connect_websocket_url(
@@ -292,22 +289,8 @@ async def connect_websocket_url(
     User info, redirects, ``proxy``, ``origin`` and ``user_agent`` work as in
     :func:`open_websocket_url`.
     """
-    connect = _url_connector(
-        url,
-        ssl_context,
-        caller="connect_websocket_url",
-        subprotocols=subprotocols,
-        extra_headers=extra_headers,
-        message_queue_size=message_queue_size,
-        max_message_size=max_message_size,
-        receive_buffer_size=receive_buffer_size,
-        proxy=proxy,
-        max_redirects=max_redirects,
-        origin=origin,
-        user_agent=user_agent,
-        **options,
-    )
-    return await connect(nursery)
+    config = configure(ClientConfig.build, "connect_websocket_url", locals())
+    return await url_connector(url, ssl_context, config)(nursery)
 
 
 async def wrap_client_stream(
@@ -331,59 +314,27 @@ async def wrap_client_stream(
     target. The connection's reader runs in ``nursery``. ``origin`` and
     ``user_agent`` work as in :func:`open_websocket`.
     """
-    check_options("wrap_client_stream", options)
-    settings = Settings(
-        message_queue_size=message_queue_size,
-        max_message_size=max_message_size,
-        receive_buffer_size=receive_buffer_size,
-        **options,
-    )
-    request = _Request.build(subprotocols, extra_headers, origin, user_agent)
-    return await _handshake(nursery, stream, host, resource, request, settings)
+    config = configure(ClientConfig.build, "wrap_client_stream", locals())
+    return await client_handshake(nursery, stream, host, resource, config)
 
 
 Connector = Callable[[trio.Nursery], Awaitable[WebSocketConnection]]
 
 
-def _url_connector(
-    url: object,
-    ssl_context: ssl.SSLContext | None = None,
-    *,
-    caller: str,
-    subprotocols: Sequence[str] | None = None,
-    extra_headers: HeaderPairs | None = None,
-    message_queue_size: float = MESSAGE_QUEUE_SIZE,
-    max_message_size: float = MAX_MESSAGE_SIZE,
-    receive_buffer_size: int | None = RECEIVE_BYTES,
-    disconnect_timeout: float = CONN_TIMEOUT,
-    proxy: ProxySetting = None,
-    max_redirects: int = MAX_REDIRECTS,
-    origin: str | None = None,
-    user_agent: str | None = USER_AGENT,
-    **options: Unpack[ConnectionOptions],
+def url_connector(
+    url: object, ssl_context: ssl.SSLContext | None, config: ClientConfig
 ) -> Connector:
-    """Check a URL and the client options now; return what connects to it.
+    """Check ``url`` now; return what connects to it as ``config`` says.
 
     The returned function opens a new connection each time it is called,
     with its reader in the given nursery (reconnecting clients call it
     again and again).
     """
-    check_options(caller, options)
     parse_url(url)  # refuse a bad URL before connecting
-    settings = Settings(
-        message_queue_size=message_queue_size,
-        max_message_size=max_message_size,
-        receive_buffer_size=receive_buffer_size,
-        disconnect_timeout=disconnect_timeout,
-        **options,
-    )
-    request = _Request.build(subprotocols, extra_headers, origin, user_agent)
     address = str(url)
 
     async def connect(nursery: trio.Nursery) -> WebSocketConnection:
-        return await _connect_url(
-            nursery, address, ssl_context, request, proxy, max_redirects, settings
-        )
+        return await _connect_url(nursery, address, ssl_context, config)
 
     return connect
 
@@ -456,30 +407,27 @@ async def _connect_url(
     nursery: trio.Nursery,
     url: str,
     ssl_context: ssl.SSLContext | None,
-    request: _Request,
-    proxy: ProxySetting,
-    max_redirects: int,
-    settings: Settings,
+    config: ClientConfig,
 ) -> WebSocketConnection:
     """Connect to ``url``, following redirects (see ``_redirect``)."""
     parts = parse_url(url)
-    request = replace(request, credentials=_credentials(parts))
+    config = replace(config, credentials=_credentials(parts))
     followed = 0
     while True:
         target = _Target(
             parts.host, parts.port, parts.resource, ssl_context or parts.secure
         )
         try:
-            return await _connect(nursery, target, request, proxy, settings)
+            return await _connect(nursery, target, config)
         except ConnectionRejected as rejection:
             next_url = follow_redirect(
-                url, rejection, bool(target.use_ssl), followed, max_redirects
+                url, rejection, bool(target.use_ssl), followed, config.max_redirects
             )
             if next_url is None:
                 raise
         next_parts = parse_url(next_url)
         if next_parts.user_info is not None or not _same_origin(parts, next_parts):
-            request = replace(request, credentials=_credentials(next_parts))
+            config = replace(config, credentials=_credentials(next_parts))
         url, parts, followed = next_url, next_parts, followed + 1
 
 
@@ -498,13 +446,11 @@ def _same_origin(first: WebSocketURL, second: WebSocketURL) -> bool:
 async def _connect(
     nursery: trio.Nursery,
     target: _Target,
-    request: _Request,
-    proxy: ProxySetting,
-    settings: Settings,
+    config: ClientConfig,
 ) -> WebSocketConnection:
-    stream = await _open_stream(target, proxy)
+    stream = await _open_stream(target, config.proxy)
     host = host_header(target.host, target.port, bool(target.use_ssl))
-    return await _handshake(nursery, stream, host, target.resource, request, settings)
+    return await client_handshake(nursery, stream, host, target.resource, config)
 
 
 async def _open_stream(target: _Target, proxy: ProxySetting) -> trio.abc.Stream:
@@ -563,23 +509,23 @@ def _network_failure(exc: OSError) -> str:
     return f"{where} failed: {exc}"
 
 
-async def _handshake(
+async def client_handshake(
     nursery: trio.Nursery,
     stream: trio.abc.Stream,
     host: str,
     resource: str,
-    request: _Request,
-    settings: Settings,
+    config: ClientConfig,
 ) -> WebSocketConnection:
     """Send the upgrade request over ``stream`` and wait for the response.
 
     On any failure, including cancellation, the stream is closed.
     """
+    settings = config.settings
     try:
         protocol = ClientEngine(
             WebSocketURI(False, host, 0, resource, ""),
-            subprotocols=[Subprotocol(name) for name in request.subprotocols]
-            if request.subprotocols
+            subprotocols=[Subprotocol(name) for name in config.subprotocols]
+            if config.subprotocols
             else None,
             extensions=settings.client_extensions(),
             logger=ENGINE_LOGGER,
@@ -588,7 +534,7 @@ async def _handshake(
         upgrade = protocol.connect()
         del upgrade.headers["Host"]
         upgrade.headers["Host"] = host
-        request.add_headers(upgrade.headers)
+        config.add_headers(upgrade.headers)
         protocol.send_request(upgrade)
         try:
             await send_pending(stream, protocol)

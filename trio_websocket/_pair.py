@@ -8,11 +8,10 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ._client import wrap_client_stream
+from ._client import ClientConfig, client_handshake
 from ._concurrency import background_nursery
 from ._connection import WebSocketConnection
-from ._request import wrap_server_stream
-from ._settings import Settings, check_options
+from ._request import read_request
 
 if TYPE_CHECKING:
     from typing import Unpack
@@ -34,10 +33,12 @@ async def open_websocket_pair(
     socket, without one. Both are closed when the block exits. ``options``
     are :class:`ConnectionOptions`, applied to both ends.
     """
-    # Checked here, once: inside the two handshake tasks a bad option would
-    # fail both and reach the caller as a group of two errors.
-    check_options("open_websocket_pair", options)
-    Settings(**options)
+    # Built and checked here, once, for both ends: inside the two handshake
+    # tasks a bad option would fail both and reach the caller as a group of
+    # two errors.
+    config = ClientConfig.build(
+        "open_websocket_pair", subprotocols=subprotocols, **options
+    )
     # Imported here: trio.testing imports pytest when it is installed, which
     # would add a noticeable cost to every ``import trio_websocket``.
     from trio.testing import memory_stream_pair
@@ -47,20 +48,15 @@ async def open_websocket_pair(
         accepted: list[WebSocketConnection] = []
 
         async def accept() -> None:
-            request = await wrap_server_stream(nursery, server_stream, **options)
+            request = await read_request(nursery, server_stream, config.settings)
             offered = request.proposed_subprotocols
             subprotocol = offered[0] if offered else None
             accepted.append(await request.accept(subprotocol=subprotocol))
 
         async with trio.open_nursery() as handshake:
             handshake.start_soon(accept)
-            client = await wrap_client_stream(
-                nursery,
-                client_stream,
-                "localhost",
-                path,
-                subprotocols=subprotocols,
-                **options,
+            client = await client_handshake(
+                nursery, client_stream, "localhost", path, config
             )
         server = accepted[0]
         try:

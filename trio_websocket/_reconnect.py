@@ -55,7 +55,7 @@ from urllib.parse import urlsplit
 
 import trio
 
-from ._client import Connector, _url_connector
+from ._client import ClientConfig, Connector, url_connector
 from ._concurrency import background_nursery
 from ._connection import WebSocketConnection
 from ._errors import (
@@ -292,9 +292,8 @@ async def reconnecting_websocket_url(
     ``connect_timeout`` bounds each attempt. The other parameters set the
     :class:`Backoff` policy. Options are checked before the first attempt.
     """
-    connect = _url_connector(
-        url, ssl_context, caller="reconnecting_websocket_url", **options
-    )
+    config = ClientConfig.build("reconnecting_websocket_url", **options)
+    connect = url_connector(url, ssl_context, config)
     backoff = Backoff(
         initial_delay, max_delay, factor, jitter, healthy_after, max_attempts
     )

@@ -35,7 +35,7 @@ from ._settings import (
     RECEIVE_BYTES,
     ConnectionOptions,
     Settings,
-    check_options,
+    configure,
 )
 from ._url import Endpoint, stream_endpoint
 
@@ -384,11 +384,5 @@ async def wrap_server_stream(
     request that is not a valid upgrade is answered with an HTTP error and
     raises :exc:`HandshakeError`.
     """
-    check_options("wrap_server_stream", options)
-    settings = Settings(
-        message_queue_size=message_queue_size,
-        max_message_size=max_message_size,
-        receive_buffer_size=receive_buffer_size,
-        **options,
-    )
+    settings = configure(Settings.build, "wrap_server_stream", locals())
     return await read_request(nursery, stream, settings)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,7 @@ from ._settings import (
     RECEIVE_BYTES,
     ConnectionOptions,
     Settings,
-    check_options,
+    configure,
 )
 from ._transport import transport_for
 from ._url import Endpoint, listener_endpoint, stream_endpoint
@@ -75,7 +76,7 @@ async def serve_websocket(
     Serves until cancelled, or until ``await server.aclose()`` has shut the
     server down gracefully; then it returns.
     """
-    check_options("serve_websocket", options)
+    config = configure(_ServerConfig.build, "serve_websocket", locals())
     listeners: Sequence[AnyListener]
     if reuse_port:
         from ._workers import open_reuse_port_listeners
@@ -87,21 +88,49 @@ async def serve_websocket(
         listeners = await trio.open_ssl_over_tcp_listeners(
             port, ssl_context, host=host, https_compatible=True
         )
-    server = WebSocketServer(
-        handler,
-        listeners,
-        handler_nursery=handler_nursery,
-        message_queue_size=message_queue_size,
-        max_message_size=max_message_size,
-        receive_buffer_size=receive_buffer_size,
-        connect_timeout=connect_timeout,
-        disconnect_timeout=disconnect_timeout,
-        http_handler=http_handler,
-        admission=admission,
-        handshake_timeout=handshake_timeout,
-        **options,
-    )
+    server = WebSocketServer._configured(handler, listeners, config)
     await server.run(task_status=task_status)
+
+
+@dataclass(frozen=True)
+class _ServerConfig:
+    """What a server is configured with besides its handler and listeners."""
+
+    settings: Settings
+    handler_nursery: trio.Nursery | None
+    http_handler: Handler | None
+    admission: Admission
+    handshake_timeout: float
+
+    @classmethod
+    def build(
+        cls,
+        caller: str,
+        /,
+        *,
+        handler_nursery: trio.Nursery | None = None,
+        message_queue_size: float = MESSAGE_QUEUE_SIZE,
+        max_message_size: float = MAX_MESSAGE_SIZE,
+        receive_buffer_size: int | None = RECEIVE_BYTES,
+        connect_timeout: float = CONN_TIMEOUT,
+        disconnect_timeout: float = CONN_TIMEOUT,
+        http_handler: Handler | None = None,
+        admission: Admission | None = None,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        **options: Unpack[ConnectionOptions],
+    ) -> _ServerConfig:
+        """The configuration of one call to the server entry point ``caller``.
+
+        Takes the server entry points' parameters, each with its default
+        (see :func:`configure`), and their :class:`ConnectionOptions`.
+        """
+        return cls(
+            configure(Settings.build, caller, locals()),
+            handler_nursery,
+            http_handler,
+            admission or Admission(),
+            min(handshake_timeout, connect_timeout),
+        )
 
 
 class WebSocketServer:
@@ -151,20 +180,29 @@ class WebSocketServer:
     ) -> None:
         if not listeners:
             raise ValueError("a WebSocketServer needs at least one listener")
+        config = configure(_ServerConfig.build, "WebSocketServer", locals())
+        self._setup(handler, listeners, config)
+
+    @classmethod
+    def _configured(
+        cls, handler: Handler, listeners: Sequence[AnyListener], config: _ServerConfig
+    ) -> WebSocketServer:
+        """A server from a configuration already built (by ``serve_websocket``)."""
+        server = cls.__new__(cls)
+        server._setup(handler, listeners, config)
+        return server
+
+    def _setup(
+        self, handler: Handler, listeners: Sequence[AnyListener], config: _ServerConfig
+    ) -> None:
+        """Initialize the server: what ``__init__`` does after its checks."""
         self._handler = handler
         self._listeners = list(listeners)
-        self._handler_nursery = handler_nursery
-        self._http_handler = http_handler
-        self._handshake_timeout = min(handshake_timeout, connect_timeout)
-        check_options("WebSocketServer", options)
-        self._settings = Settings(
-            message_queue_size=message_queue_size,
-            max_message_size=max_message_size,
-            receive_buffer_size=receive_buffer_size,
-            disconnect_timeout=disconnect_timeout,
-            **options,
-        )
-        self._gate = Gate(admission or Admission())
+        self._handler_nursery = config.handler_nursery
+        self._http_handler = config.http_handler
+        self._handshake_timeout = config.handshake_timeout
+        self._settings = config.settings
+        self._gate = Gate(config.admission)
         self._clients: dict[_Client, None] = {}  # in order of arrival
         self._client_left = trio.Event()
         self._closing: tuple[int, str | None] | None = None

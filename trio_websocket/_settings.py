@@ -3,19 +3,25 @@
 The established API's parameters (queue size, message size, receive buffer,
 timeouts) are spelled out in every entry point's signature. The options this
 library adds are accepted by every entry point as keyword arguments and
-described once, here, by :class:`ConnectionOptions`.
+described once, here, by :class:`ConnectionOptions`. Each entry point turns
+all of them into one configuration object with :func:`configure`.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal, TypedDict
+from functools import cache
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar
 
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 
 from ._engine import ClientDeflateFactory
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 #: Default of ``connect_timeout`` and ``disconnect_timeout``, in seconds.
 CONN_TIMEOUT = 60
@@ -83,8 +89,34 @@ class ConnectionOptions(TypedDict, total=False):
 
 _OPTION_NAMES = frozenset(ConnectionOptions.__annotations__)
 
+_Config = TypeVar("_Config")
 
-def check_options(caller: str, options: Mapping[str, object]) -> None:
+
+def configure(
+    build: Callable[..., _Config], caller: str, arguments: Mapping[str, Any]
+) -> _Config:
+    """The configuration of one call to the entry point named ``caller``.
+
+    An entry point keeps its parameters explicit, as the spec writes them,
+    and passes its ``locals()`` here before assigning any variable: its
+    parameters by name and, under ``options``, the keywords it took beyond
+    them, which must be :class:`ConnectionOptions`. ``build(caller, ...)``
+    gets those of the parameters it has a keyword for, and the options.
+    """
+    options = arguments["options"]
+    _check_options(caller, options)
+    keywords = _keywords_of(build)
+    given = {name: value for name, value in arguments.items() if name in keywords}
+    return build(caller, **given, **options)
+
+
+@cache
+def _keywords_of(build: Callable[..., object]) -> frozenset[str]:
+    parameters = inspect.signature(build).parameters.values()
+    return frozenset(p.name for p in parameters if p.kind is p.KEYWORD_ONLY)
+
+
+def _check_options(caller: str, options: Mapping[str, object]) -> None:
     """Refuse keywords that are not :class:`ConnectionOptions`.
 
     The error names ``caller``, the function the user called, as Python's
@@ -109,6 +141,33 @@ class Settings:
     max_message_fragments: int | None = None
     ping_interval: float | None = None
     ping_timeout: float | None = None
+
+    @classmethod
+    def build(
+        cls,
+        caller: str,
+        /,
+        *,
+        message_queue_size: float = MESSAGE_QUEUE_SIZE,
+        max_message_size: float = MAX_MESSAGE_SIZE,
+        receive_buffer_size: int | None = RECEIVE_BYTES,
+        disconnect_timeout: float = CONN_TIMEOUT,
+        **options: Unpack[ConnectionOptions],
+    ) -> Settings:
+        """The settings of one call to the entry point named ``caller``.
+
+        A keyword that is not a :class:`ConnectionOptions` is a
+        :exc:`TypeError` naming ``caller``; a bad value is a
+        :exc:`ValueError`.
+        """
+        _check_options(caller, options)
+        return cls(
+            message_queue_size,
+            max_message_size,
+            receive_buffer_size,
+            disconnect_timeout,
+            **options,
+        )
 
     def __post_init__(self) -> None:
         if self.compression not in ("deflate", None):
