@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from test_pubsub_redis import REDIS_SERVER, RedisServer, redis_server
+from pubsub_helpers import RedisServer, needs_coredis, needs_redis_server, redis_server
 
 from trio_websocket import WebSocketConnection, open_websocket_url
 from trio_websocket._workers import reuse_port_supported
@@ -30,10 +30,8 @@ CLIENTS = 12
 SERVE = [*CLI, "serve", "--port", "0", "--broadcast"]
 PUBSUB_1 = ["--pubsub", "redis://127.0.0.1:1"]  # nothing listens on port 1
 
-needs_redis = pytest.mark.skipif(
-    REDIS_SERVER is None,
-    reason="redis-server is not installed (apt-get install redis-server)",
-)
+pytestmark = needs_coredis
+needs_redis = needs_redis_server
 
 
 @pytest.mark.parametrize(

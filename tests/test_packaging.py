@@ -191,3 +191,23 @@ def test_lowest_constraints_refuse_a_dependency_without_a_floor(
     )
     assert result.returncode != 0
     assert "no '>=' lower bound" in result.stderr
+
+
+def test_a_feature_raises_the_floors_it_needs() -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / ".ci" / "lowest_constraints.py"),
+            "--with",
+            "redis",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    pins = dict(line.split("==") for line in result.stdout.split())
+    extra = PYPROJECT["project"]["optional-dependencies"]["redis"]
+    assert f"coredis=={pins['coredis']}" in [re.sub(">=", "==", r) for r in extra]
+    assert f"trio>={pins['trio']}" in extra  # higher than the library's own floor
+    assert "trio" in " ".join(PYPROJECT["project"]["dependencies"])

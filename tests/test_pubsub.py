@@ -5,14 +5,13 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 
 import pytest
 import trio
 import trio.lowlevel
 import trio.testing
-from conftest import server_url
+from pubsub_helpers import Joiner, clients, start_server
 from raw_http import HOST, connect, upgraded
 
 from trio_websocket import (
@@ -23,12 +22,10 @@ from trio_websocket import (
     Subscription,
     SubscriptionOverflow,
     WebSocketConnection,
-    WebSocketRequest,
-    WebSocketServer,
-    open_websocket_url,
     wrap_client_stream,
 )
 from trio_websocket._pubsub import SLOW_CLIENT_CODE, ChannelMessage, Overflow
+from trio_websocket._pubsub_redis import open_redis_pubsub
 from trio_websocket._settings import Compression
 
 #: Upper bound for any wait that should end promptly; only reached on a bug.
@@ -215,49 +212,6 @@ async def test_messages_are_text_or_bytes() -> None:
 # -- Relaying to WebSocket clients over loopback ------------------------------
 
 
-class Joiner:
-    """A handler that accepts, joins the fan-out group, and waits."""
-
-    def __init__(self) -> None:
-        self.group: FanOut | None = None
-        self.by_path: dict[str, WebSocketConnection] = {}
-
-    async def __call__(self, request: WebSocketRequest) -> None:
-        connection = await request.accept()
-        self.by_path[request.path] = connection
-        assert self.group is not None
-        self.group.add(connection)
-        await trio.sleep_forever()
-
-
-async def start_server(nursery: trio.Nursery, handler: Joiner) -> WebSocketServer:
-    """A server whose sockets have small send buffers, so a stalled peer blocks."""
-    sock = trio.socket.socket()
-    sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_SNDBUF, 8192)
-    await sock.bind((HOST, 0))
-    sock.listen()
-    server = WebSocketServer(handler, [trio.SocketListener(sock)])
-    started: WebSocketServer = await nursery.start(server.run)
-    return started
-
-
-@asynccontextmanager
-async def clients(
-    server: WebSocketServer, count: int, compression: Compression = None
-) -> AsyncIterator[list[WebSocketConnection]]:
-    async with AsyncExitStack() as stack:
-        yield [
-            await stack.enter_async_context(
-                open_websocket_url(
-                    server_url(server, f"/client{n}"),
-                    max_message_size=math.inf,
-                    compression=compression,  # None: the server frames once
-                )
-            )
-            for n in range(count)
-        ]
-
-
 @pytest.mark.parametrize(
     "compression", [None, "deflate"], ids=["framed-once", "deflate"]
 )
@@ -419,3 +373,12 @@ async def gap_and_leave(
     with trio.move_on_after(0.2) as nothing:
         await first.get_message()
     assert nothing.cancelled_caught
+
+
+async def test_the_redis_backend_without_coredis_says_how_to_get_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "coredis", None)  # import fails
+    with pytest.raises(ImportError, match=r"trio-websocket\[redis\]"):
+        async with open_redis_pubsub():
+            pass  # pragma: no cover

@@ -2,88 +2,38 @@
 
 from __future__ import annotations
 
-import shutil
+import itertools
 import signal
-import socket
-import subprocess
-from collections.abc import Iterator
+import ssl
+from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
-from test_pubsub import Joiner, clients, start_server
+import trustme
+from pubsub_helpers import (
+    TIMEOUT,
+    Joiner,
+    RedisServer,
+    clients,
+    free_port,
+    needs_coredis,
+    needs_redis_server,
+    redis_server,
+    start_server,
+)
 
 from trio_websocket import Gap, PubSub
 from trio_websocket._pubsub import ChannelMessage, Subscription
-from trio_websocket._pubsub_redis import RedisPubSub, open_redis_pubsub
-
-TIMEOUT = 10
-REDIS_SERVER = shutil.which("redis-server")
-
-pytestmark = pytest.mark.skipif(
-    REDIS_SERVER is None,
-    reason="redis-server is not installed (apt-get install redis-server)",
+from trio_websocket._pubsub_redis import (
+    RedisError,
+    RedisPubSub,
+    open_redis_pubsub,
+    parse_redis_url,
 )
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class RedisServer:
-    """A throwaway redis-server on a loopback port, with no persistence."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        assert REDIS_SERVER is not None
-        self.process = subprocess.Popen(
-            [
-                REDIS_SERVER,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=TIMEOUT)
-            self.process = None
-
-    async def ready(self) -> None:
-        with trio.fail_after(TIMEOUT):
-            while True:
-                try:
-                    stream = await trio.open_tcp_stream("127.0.0.1", self.port)
-                except OSError:
-                    await trio.sleep(0.02)
-                    continue
-                await stream.aclose()
-                return
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+pytestmark = [needs_coredis, needs_redis_server]
+__all__ = ["redis_server"]  # a fixture, imported for pytest to find
 
 
 async def take(subscription: Subscription, count: int) -> list[ChannelMessage | Gap]:
@@ -201,3 +151,150 @@ async def test_fan_out_over_redis_tells_clients_to_resync(
                 for client in connected:
                     assert await client.get_message() == "one"
                     assert await client.get_message() == "resync"
+
+
+# -- The decision test: restarts while messages flow ---------------------------
+
+
+async def publish_numbers(hub: RedisPubSub, stop: trio.Event) -> None:
+    """Publish 0, 1, 2, ... every few milliseconds until ``stop`` is set."""
+    number = 0
+    while not stop.is_set() and number < 100_000:
+        await hub.publish("stream", str(number))
+        number += 1
+        await trio.sleep(0.002)
+
+
+async def wait_for_numbers(subscription: Subscription, seen: list[int | Gap]) -> None:
+    """Receive until a number arrives, recording numbers and gaps."""
+    with trio.fail_after(TIMEOUT):  # resuming takes seconds at most
+        while True:
+            item = await subscription.receive()
+            seen.append(item if isinstance(item, Gap) else int(item))
+            if not isinstance(item, Gap):
+                return
+
+
+async def test_subscriptions_resume_by_themselves_after_each_restart(
+    redis_server: RedisServer,
+) -> None:
+    await redis_server.ready()
+    seen: list[int | Gap] = []
+    stop = trio.Event()
+    async with (
+        open_redis_pubsub(port=redis_server.port, max_reconnect_delay=0.2) as publisher,
+        open_redis_pubsub(port=redis_server.port, max_reconnect_delay=0.2) as hub,
+        hub.subscribe("stream", max_buffer=100_000) as subscription,
+        trio.open_nursery() as nursery,
+    ):
+        nursery.start_soon(publish_numbers, publisher, stop)
+        for _ in range(3):
+            await wait_for_numbers(subscription, seen)
+            redis_server.stop()
+            redis_server.start()
+            await wait_for_numbers(subscription, seen)  # resumed, unprompted
+        stop.set()
+    gaps = [index for index, item in enumerate(seen) if isinstance(item, Gap)]
+    assert len(gaps) == 3 and hub.disconnects == 3
+    numbers = [item for item in seen if not isinstance(item, Gap)]
+    assert numbers == sorted(set(numbers))  # in order, never twice
+    for index, (before, after) in enumerate(itertools.pairwise(seen)):
+        if isinstance(before, int) and isinstance(after, int) and after != before + 1:
+            assert index + 1 in gaps, f"{before} -> {after} lost with no Gap"
+
+
+# -- Addresses, passwords, TLS -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("redis://example.com", ("example.com", 6379, None, None, False)),
+        ("rediss://h:7000/0", ("h", 7000, None, None, True)),
+        ("redis://:s%40cret@h", ("h", 6379, None, "s@cret", False)),
+        ("redis://ann:pw@[::1]:6380", ("::1", 6380, "ann", "pw", False)),
+    ],
+)
+def test_redis_urls_are_split(url: str, expected: tuple[object, ...]) -> None:
+    assert parse_redis_url(url) == expected
+
+
+@pytest.mark.parametrize("url", ["http://h", "redis://", "h:6379"])
+def test_what_is_not_a_redis_url_is_refused(url: str) -> None:
+    with pytest.raises(ValueError, match="URL"):
+        parse_redis_url(url)
+
+
+async def test_a_password_in_the_url_is_used() -> None:
+    server = RedisServer("--requirepass", "s@cret")
+    server.start()
+    try:
+        await server.ready()
+        url = f"redis://:s%40cret@127.0.0.1:{server.port}"
+        async with open_redis_pubsub(url) as hub, hub.subscribe("room") as room:
+            assert await hub.publish("room", "hello") == 1
+            assert await take(room, 1) == ["hello"]
+        with pytest.raises(RedisError):
+            async with open_redis_pubsub(port=server.port, password="wrong"):
+                pass  # pragma: no cover
+    finally:
+        server.stop()
+
+
+async def test_rediss_speaks_tls(tmp_path: Path) -> None:
+    authority = trustme.CA()
+    certificate = authority.issue_cert("127.0.0.1")
+    certificate.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    certificate.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    authority.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    server = RedisServer(
+        *("--tls-cert-file", str(tmp_path / "cert.pem")),
+        *("--tls-key-file", str(tmp_path / "key.pem")),
+        *("--tls-ca-cert-file", str(tmp_path / "ca.pem")),
+        *("--tls-auth-clients", "no"),
+        tls=True,
+    )
+    server.start()
+    try:
+        await server.ready()
+        context = ssl.create_default_context()
+        authority.configure_trust(context)
+        url = f"rediss://127.0.0.1:{server.port}"
+        async with (
+            open_redis_pubsub(url, ssl_context=context) as hub,
+            hub.subscribe("room") as room,
+        ):
+            assert await hub.publish("room", b"\x00secret") == 1
+            assert await take(room, 1) == [b"\x00secret"]
+        with pytest.raises(ConnectionError):  # TLS expected, not plain TCP
+            async with open_redis_pubsub(port=server.port, connect_timeout=2):
+                pass  # pragma: no cover
+    finally:
+        server.stop()
+
+
+async def test_concurrent_publishes_share_round_trips_and_keep_order(
+    redis_server: RedisServer,
+) -> None:
+    await redis_server.ready()
+    async with (
+        open_redis_pubsub(port=redis_server.port) as hub,
+        hub.subscribe("room", max_buffer=10_000) as room,
+    ):
+
+        async def publish_series(task: int) -> None:
+            for number in range(50):
+                assert await hub.publish("room", f"{task}:{number}") == 1
+
+        async with trio.open_nursery() as nursery:
+            for task in range(40):
+                nursery.start_soon(publish_series, task)
+        received = [str(message) for message in await take(room, 2000)]
+        for task in range(40):  # each publisher's messages in its order
+            mine = [m for m in received if m.startswith(f"{task}:")]
+            assert mine == [f"{task}:{number}" for number in range(50)]
+        async with open_redis_pubsub(port=redis_server.port) as probe:
+            clients = await probe._client.client_list()
+        # the hub's subscriber and publisher, and the probe's own two: 2000
+        # publishes from 40 tasks did not open a connection each
+        assert len(clients) <= 6

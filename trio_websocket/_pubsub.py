@@ -232,6 +232,10 @@ class PubSub:
             for subscription in subscriptions:
                 subscription._put_gap(gap)
 
+    def _tell_gap(self, subscription: Subscription, gap: Gap) -> None:
+        """Tell one subscription that messages may have been lost."""
+        subscription._put_gap(gap)
+
     def _remove(self, subscription: Subscription) -> bool:
         """Forget a subscription; true if it was its channel's last one."""
         subscriptions = self._subscriptions.get(subscription.channel)

@@ -1,16 +1,25 @@
 """A :class:`~trio_websocket.PubSub` whose channels are Redis channels.
 
-It speaks the Redis protocol (RESP2) over a Trio TCP stream itself, so it
-needs no client library: one connection subscribes (and reconnects on its
-own), another publishes. Messages carry a one-byte tag (``t`` text, ``b``
-binary) before the payload, so ``str`` and ``bytes`` arrive as sent.
+The Redis protocol is spoken by `coredis <https://coredis.readthedocs.io>`_
+(installed by the ``trio-websocket[redis]`` extra), which runs on Trio
+through AnyIO. Its own retries are switched off: a retried ``PUBLISH`` could
+be delivered twice, and a subscription that reconnects silently hides the
+messages lost meanwhile. Instead this module owns the reconnect loop, so
+every lost connection becomes a :class:`~trio_websocket.Gap` that the
+application sees.
+
+Messages carry a one-byte tag (``t`` text, ``b`` binary) before the payload,
+so ``str`` and ``bytes`` arrive as they were sent.
 """
 
 from __future__ import annotations
 
-from collections import deque
+import contextlib
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
 
 import trio
 
@@ -18,20 +27,33 @@ from ._concurrency import background_nursery
 from ._iterators import BytesLike
 from ._pubsub import ChannelMessage, Gap, PubSub, Subscription, _check_message
 
-_Reply = bytes | int | list["_Reply"] | None
-_FAILURES = (OSError, trio.BrokenResourceError, trio.ClosedResourceError, EOFError)
+if TYPE_CHECKING:
+    import coredis
+    from coredis.patterns.pubsub import PubSub as CoredisPubSub
+
+DEFAULT_PORT = 6379
+_INSTALL_HINT = "the Redis backend needs coredis: pip install 'trio-websocket[redis]'"
 
 
 class RedisError(Exception):
-    """Redis answered a command with an error."""
+    """Redis refused a command (for example a wrong password)."""
 
 
-def _command(*args: str | bytes) -> bytes:
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = arg.encode() if isinstance(arg, str) else arg
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(parts)
+def _coredis() -> Any:
+    """The coredis module, or an :exc:`ImportError` that says how to get it."""
+    try:
+        import coredis
+        import coredis.exceptions
+        import coredis.retry
+    except ImportError as exc:
+        raise ImportError(_INSTALL_HINT) from exc
+    return coredis
+
+
+def _lost_connection_types() -> tuple[type[BaseException], ...]:
+    """What a dropped, refused or stalled connection to Redis raises."""
+    errors = _coredis().exceptions
+    return (OSError, TimeoutError, trio.TooSlowError, errors.ConnectionError)
 
 
 def _encode(message: ChannelMessage) -> bytes:
@@ -48,56 +70,25 @@ def _decode(data: bytes) -> ChannelMessage:
     return data  # published by someone else: binary, as is
 
 
-class _Connection:
-    """One RESP connection: commands out, replies and pushes in."""
+def _channel_name(value: object) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self._buffer = bytearray()
-        self._send_lock = trio.Lock()
 
-    async def send(self, data: bytes) -> None:
-        async with self._send_lock:
-            await self.stream.send_all(data)
+# Publishes sent in one pipeline at most; bounds one batch's memory and delay.
+_MAX_BATCH = 256
 
-    async def _fill(self) -> None:
-        chunk = await self.stream.receive_some(65536)
-        if not chunk:
-            raise EOFError("Redis closed the connection")
-        self._buffer += chunk
 
-    async def _line(self) -> bytes:
-        while (end := self._buffer.find(b"\r\n")) < 0:
-            await self._fill()
-        line = bytes(self._buffer[:end])
-        del self._buffer[: end + 2]
-        return line
+class _Outgoing:
+    """One message waiting in the outbox, and what became of it."""
 
-    async def reply(self) -> _Reply:
-        line = await self._line()
-        kind, rest = line[:1], line[1:]
-        if kind == b"+":
-            return rest
-        if kind == b"-":
-            raise RedisError(rest.decode(errors="replace"))
-        if kind == b":":
-            return int(rest)
-        if kind == b"$":
-            size = int(rest)
-            if size < 0:
-                return None
-            while len(self._buffer) < size + 2:
-                await self._fill()
-            data = bytes(self._buffer[:size])
-            del self._buffer[: size + 2]
-            return data
-        if kind == b"*":
-            count = int(rest)
-            return None if count < 0 else [await self.reply() for _ in range(count)]
-        raise EOFError(f"unexpected reply from Redis: {line[:40]!r}")
+    __slots__ = ("channel", "count", "data", "done", "refusal")
 
-    async def aclose(self) -> None:
-        await self.stream.aclose()
+    def __init__(self, channel: str, data: bytes) -> None:
+        self.channel = channel
+        self.data = data
+        self.count = 0
+        self.refusal: str | None = None
+        self.done = trio.Event()
 
 
 class RedisPubSub(PubSub):
@@ -113,30 +104,34 @@ class RedisPubSub(PubSub):
     * :meth:`publish` returns how many subscribers Redis reached, in all
       processes. While Redis is unreachable it returns 0 and the message is
       lost; it is never sent twice.
+    * Publishes from concurrent tasks are queued and sent in pipelines,
+      many per round trip, in the order they were made.
     """
 
     def __init__(
         self,
-        host: str,
-        port: int,
+        client: coredis.Redis[bytes],
+        address: str,
         *,
-        password: str | None,
         connect_timeout: float,
         max_reconnect_delay: float,
     ) -> None:
         super().__init__()
-        self.host = host
-        self.port = port
-        self._password = password
+        self._client = client
+        #: ``host:port`` of the Redis server, for messages and logs.
+        self.address = address
         self._connect_timeout = connect_timeout
         self._max_reconnect_delay = max_reconnect_delay
-        self._subscriber: _Connection | None = None
-        self._confirmed: dict[str, trio.Event] = {}
-        self._pending: deque[bytes] = deque()
-        self._pending_lot = trio.lowlevel.ParkingLot()
-        self._publisher: _Connection | None = None
-        self._publish_lock = trio.Lock()
+        self._lost = _lost_connection_types()
+        self._subscriber: CoredisPubSub[bytes] | None = None
         self._connected = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self._outbox: list[_Outgoing] = []
+        self._outbox_ready = trio.Event()
+        self._opened = False
+        self._closing = False
+        self._delivering = trio.CancelScope()
+        self._stopped = trio.Event()
         #: Times the subscribing connection was lost.
         self.disconnects = 0
 
@@ -149,167 +144,259 @@ class RedisPubSub(PubSub):
         """Return once connected and subscribed again to every channel."""
         await self._connected.wait()
 
-    async def _connect(self) -> _Connection:
-        with trio.fail_after(self._connect_timeout):
-            stream = await trio.open_tcp_stream(self.host, self.port)
-            connection = _Connection(stream)
-            try:
-                if self._password is not None:
-                    await connection.send(_command("AUTH", self._password))
-                    await connection.reply()
-            except BaseException:
-                await trio.aclose_forcefully(stream)
-                raise
-        return connection
-
     async def publish(self, channel: str, message: str | BytesLike) -> int:
-        data = _encode(_check_message(message))
-        async with self._publish_lock:
-            try:
-                if self._publisher is None:
-                    self._publisher = await self._connect()
-                await self._publisher.send(_command("PUBLISH", channel, data))
-                count = await self._publisher.reply()
-            except (*_FAILURES, trio.TooSlowError):
-                await self._drop_publisher()
-                return 0  # lost: never sent twice
-            except BaseException:
-                # Cancelled mid-way: the answer would be read by the next
-                # publish, so this connection is done for.
-                await self._drop_publisher()
-                raise
-        return count if isinstance(count, int) else 0
+        outgoing = _Outgoing(channel, _encode(_check_message(message)))
+        self._outbox.append(outgoing)
+        self._outbox_ready.set()
+        await outgoing.done.wait()
+        if outgoing.refusal is not None:
+            raise RedisError(outgoing.refusal)
+        return outgoing.count
 
-    async def _drop_publisher(self) -> None:
-        if self._publisher is not None:
-            publisher, self._publisher = self._publisher, None
-            await trio.aclose_forcefully(publisher.stream)
+    async def _send_outbox(self) -> None:
+        """Send queued publishes in pipelines: one round trip per batch.
+
+        One task sends every batch, in order, so messages keep the order in
+        which they were published.
+        """
+        while True:
+            await self._outbox_ready.wait()
+            batch = self._outbox[:_MAX_BATCH]
+            del self._outbox[:_MAX_BATCH]
+            if not self._outbox:
+                self._outbox_ready = trio.Event()
+            await self._send_batch(batch)
+
+    async def _send_batch(self, batch: list[_Outgoing]) -> None:
+        try:
+            async with self._client.pipeline(transaction=False) as pipeline:
+                requests = [pipeline.publish(item.channel, item.data) for item in batch]
+            for item, request in zip(batch, requests, strict=True):
+                item.count = await request
+        except self._lost:
+            pass  # lost (count 0): never sent twice
+        except _coredis().exceptions.RedisError as exc:
+            for item in batch:
+                item.refusal = str(exc)
+        finally:
+            for item in batch:
+                item.done.set()
 
     async def _joined(self, subscription: Subscription, first: bool) -> None:
-        channel = subscription.channel
-        if first:
-            self._confirmed[channel] = trio.Event()
-            self._queue(_command("SUBSCRIBE", channel))
-        confirmed = self._confirmed.get(channel)
-        if confirmed is not None and self._subscriber is not None:
-            with trio.move_on_after(self._connect_timeout):
-                await confirmed.wait()
-        if confirmed is None or not confirmed.is_set() or self._subscriber is None:
-            subscription._put_gap(Gap(disconnected=True))
+        subscriber = self._subscriber
+        if subscriber is None:
+            # Subscribed on reconnection; what is published until then is lost.
+            self._tell_gap(subscription, Gap(disconnected=True))
+        elif first:
+            try:
+                await subscriber.subscribe(subscription.channel)
+            except self._lost:
+                # The reconnect loop subscribes again and reports the gap to
+                # every subscription; this one must not miss it.
+                self._tell_gap(subscription, Gap(disconnected=True))
         await trio.lowlevel.checkpoint()
 
     def _left(self, channel: str) -> None:
-        self._confirmed.pop(channel, None)
-        self._queue(_command("UNSUBSCRIBE", channel))
+        if self._subscriber is not None and self._nursery is not None:
+            self._nursery.start_soon(self._unsubscribe, self._subscriber, channel)
 
-    def _queue(self, command: bytes) -> None:
-        if self._subscriber is not None:  # otherwise: done on reconnection
-            self._pending.append(command)
-            self._pending_lot.unpark_all()
+    async def _unsubscribe(
+        self, subscriber: CoredisPubSub[bytes], channel: str
+    ) -> None:
+        if self.subscribers(channel) or subscriber is not self._subscriber:
+            return  # subscribed again meanwhile, or a connection now gone
+        # If this fails, the reconnection subscribes only to channels in use.
+        with contextlib.suppress(*self._lost):
+            await subscriber.unsubscribe(channel)
 
     async def _run(self, *, task_status: trio.TaskStatus[None]) -> None:
-        """Keep the subscribing connection up, and deliver what it receives."""
+        """Hold the client open while the hub is, and keep subscribed.
+
+        Failing to connect the first time ends the task with the reason, so
+        that opening the hub fails; later failures are retried with backoff.
+        The client lives here rather than around the hub's ``async with``
+        body so that the body's exceptions do not pass through the client's
+        task group (which would wrap them in an exception group).
+        """
+        async with self._client:
+            await self._stay_subscribed(task_status)
+        self._stopped.set()
+
+    async def _stop(self) -> None:
+        """Unsubscribe and disconnect: leave the client's context normally.
+
+        Cancelling it instead makes coredis fail in its own clean-up.
+        """
+        self._closing = True
+        self._delivering.cancel()
+        with trio.move_on_after(self._connect_timeout, shield=True):
+            await self._stopped.wait()
+
+    async def _stay_subscribed(self, task_status: trio.TaskStatus[None]) -> None:
         delay = 0.0
-        started = False
-        while True:
+        while not self._closing:
             try:
-                connection = await self._connect()
-            except (*_FAILURES, trio.TooSlowError):
-                if not started:
-                    raise
-                delay = min(max(2 * delay, 0.05), self._max_reconnect_delay)
-                await trio.sleep(delay)
-                continue
-            delay = 0.0
+                await self._subscribe_and_deliver(task_status)
+            except* self._lost as group:
+                if not self._opened:
+                    raise _unreachable(self.address, group) from None
+            except* _coredis().exceptions.RedisError as group:
+                if not self._opened:  # later, a refusal is retried like a drop
+                    raise RedisError(str(_first(group))) from None
+            if self._closing:
+                return
+            self._disconnected()
+            delay = min(max(2 * delay, 0.05), self._max_reconnect_delay)
+            await trio.sleep(delay)
+
+    async def _subscribe_and_deliver(self, task_status: trio.TaskStatus[None]) -> None:
+        """One connection's life: subscribe to every channel, then deliver."""
+        library = _coredis()
+        channels = self.channels
+        async with self._client.pubsub(
+            channels=channels or None,
+            ignore_subscribe_messages=True,
+            retry_policy=library.retry.NoRetryPolicy(),
+            subscription_timeout=self._connect_timeout,
+        ) as subscriber:
+            missing = set(self.channels) - set(channels)  # joined meanwhile
+            self._subscriber = subscriber
             try:
-                async with trio.open_nursery() as nursery:
-                    self._pending.clear()
-                    self._confirmed = {
-                        channel: trio.Event() for channel in self.channels
-                    }
-                    if self._confirmed:
-                        await connection.send(_command("SUBSCRIBE", *self._confirmed))
-                    self._subscriber = connection
-                    self._check_connected()
-                    nursery.start_soon(self._write, connection)
-                    if not started:
-                        started = True
-                        task_status.started()
-                    await self._read(connection)
-            except* _FAILURES:
-                pass
+                if missing:
+                    await subscriber.subscribe(*missing)
+                self._connected.set()
+                if not self._opened:
+                    self._opened = True
+                    task_status.started()
+                self._delivering = trio.CancelScope()
+                with self._delivering:
+                    while True:
+                        self._deliver_one(await subscriber.get_message())
             finally:
                 self._subscriber = None
-                if self._connected.is_set():  # waiters hold the unset one
-                    self._connected = trio.Event()
-                for confirmed in self._confirmed.values():
-                    confirmed.set()  # waiters see the disconnection
-                await trio.aclose_forcefully(connection.stream)
-            self.disconnects += 1
-            self._gap_everywhere(Gap(disconnected=True))
 
-    async def _write(self, connection: _Connection) -> None:
-        while True:
-            while not self._pending:
-                await self._pending_lot.park()
-            await connection.send(self._pending.popleft())
+    def _deliver_one(self, message: Any) -> None:
+        if message is None or _channel_name(message["type"]) != "message":
+            return
+        data = message["data"]
+        if isinstance(data, bytes):
+            self._deliver(_channel_name(message["channel"]), _decode(data))
 
-    async def _read(self, connection: _Connection) -> None:
-        while True:
-            push = await connection.reply()
-            if not isinstance(push, list) or len(push) != 3:
-                continue
-            kind, name, data = push
-            if not isinstance(name, bytes):
-                continue
-            channel = name.decode(errors="replace")
-            if kind == b"message" and isinstance(data, bytes):
-                self._deliver(channel, _decode(data))
-            elif kind == b"subscribe" and channel in self._confirmed:
-                self._confirmed[channel].set()
-                self._check_connected()
+    def _disconnected(self) -> None:
+        self.disconnects += 1
+        if self._connected.is_set():  # waiters hold the unset one
+            self._connected = trio.Event()
+        self._gap_everywhere(Gap(disconnected=True))
 
-    def _check_connected(self) -> None:
-        if self._subscriber is not None and all(
-            confirmed.is_set() for confirmed in self._confirmed.values()
-        ):
-            self._connected.set()
 
-    async def _aclose(self) -> None:
-        await self._drop_publisher()
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first leaf exception of a (nested) exception group."""
+    first: BaseException = group
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first
+
+
+def _unreachable(address: str, group: BaseExceptionGroup[BaseException]) -> OSError:
+    """The error that opening the hub raises when Redis cannot be reached.
+
+    Its message names the server and, where there is one, the operating
+    system's reason (coredis words it as its own error, caused by that one).
+    """
+    first = _first(group)
+    cause: BaseException | None = first
+    while cause is not None and not isinstance(cause, OSError):
+        cause = cause.__cause__ or cause.__context__
+    reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else first
+    error = ConnectionError(f"cannot connect to Redis at {address}: {reason}")
+    error.strerror = str(reason)  # the reason alone, as for the OS's errors
+    error.__cause__ = first
+    return error
+
+
+def parse_redis_url(url: str) -> tuple[str, int, str | None, str | None, bool]:
+    """Split ``redis://[[user]:password@]host[:port]`` (or ``rediss://``).
+
+    Returns host, port, user name, password and whether TLS is asked for.
+    A database number in the path is accepted and ignored: Redis channels
+    are shared by every database.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        raise ValueError(f"not a redis:// or rediss:// URL: {url!r}")
+    if not parts.hostname:
+        raise ValueError(f"no host in Redis URL {url!r}")
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    port = parts.port or DEFAULT_PORT
+    return parts.hostname, port, username, password, parts.scheme == "rediss"
 
 
 @asynccontextmanager
 async def open_redis_pubsub(
     host: str = "127.0.0.1",
-    port: int = 6379,
+    port: int = DEFAULT_PORT,
     *,
+    username: str | None = None,
     password: str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
     connect_timeout: float = 5.0,
     max_reconnect_delay: float = 2.0,
 ) -> AsyncIterator[RedisPubSub]:
     """A :class:`RedisPubSub` connected to the Redis server at ``host:port``.
 
+    ``host`` may also be a URL, ``redis://[[user]:password@]host[:port]``,
+    or ``rediss://...`` for TLS; what the URL gives overrides ``port``,
+    ``username`` and ``password``. ``ssl_context`` turns TLS on with that
+    context (``rediss://`` without one verifies the server against the
+    system's certificate authorities).
+
     Returns once connected; a server that cannot be reached within
-    ``connect_timeout`` seconds raises :exc:`OSError` or
-    :exc:`trio.TooSlowError`. Later disconnections are retried with a
-    delay that doubles up to ``max_reconnect_delay`` seconds, and reported
-    to subscribers as a :class:`Gap`. Leaving the block disconnects.
+    ``connect_timeout`` seconds raises :exc:`ConnectionError` (an
+    :exc:`OSError`). Later disconnections are retried with a delay that
+    doubles up to ``max_reconnect_delay`` seconds, and reported to
+    subscribers as a :class:`Gap`. Leaving the block disconnects.
+
+    Needs the ``trio-websocket[redis]`` extra (coredis).
     """
-    hub = RedisPubSub(
-        host,
-        port,
+    if "://" in host:
+        host, port, url_user, url_password, tls = parse_redis_url(host)
+        username = url_user or username
+        password = url_password if url_password is not None else password
+        if tls and ssl_context is None:
+            ssl_context = ssl.create_default_context()
+    library = _coredis()
+    client: coredis.Redis[bytes] = library.Redis(
+        host=host,
+        port=port,
+        username=username,
         password=password,
+        ssl=ssl_context is not None,
+        ssl_context=ssl_context,
+        connect_timeout=connect_timeout,
+        retry_policy=library.retry.NoRetryPolicy(),
+    )
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    hub = RedisPubSub(
+        client,
+        address,
         connect_timeout=connect_timeout,
         max_reconnect_delay=max_reconnect_delay,
     )
-    try:
-        async with background_nursery() as nursery:
+    async with background_nursery() as nursery:
+        hub._nursery = nursery
+        try:
             await nursery.start(hub._run)
+            nursery.start_soon(hub._send_outbox)
+        except BaseExceptionGroup as group:
+            failure = _first(group)
+            if isinstance(failure, (ConnectionError, RedisError)):
+                raise failure from None  # as itself, not in task groups
+            raise
+        try:
             yield hub
-    finally:
-        with trio.CancelScope(shield=True):
-            await hub._aclose()
+        finally:
+            await hub._stop()
 
 
-__all__ = ["RedisError", "RedisPubSub", "open_redis_pubsub"]
+__all__ = ["RedisError", "RedisPubSub", "open_redis_pubsub", "parse_redis_url"]
