@@ -58,12 +58,12 @@ def connect_command(args: argparse.Namespace) -> int:
     options = _connect_options(args, secure)
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         console: Console = PipeConsole(sys.stdin.fileno(), sys.stdout.buffer)
-        return run_trio(_client, args, options, console)
+        return run_trio(_connect_and_talk, args, options, console)
     fd = sys.stdin.fileno()
     tty = TtyConsole(fd, sys.stdout.buffer)
     with terminal_mode(fd):
         try:
-            return run_trio(_client, args, options, tty)
+            return run_trio(_connect_and_talk, args, options, tty)
         finally:
             tty.finish()
 
@@ -106,9 +106,10 @@ def _ssl_context(args: argparse.Namespace) -> ssl.SSLContext:
     return context
 
 
-async def _client(
+async def _connect_and_talk(
     args: argparse.Namespace, options: dict[str, Any], console: Console
 ) -> int:
+    """Connect, then run a session on ``console``; return the exit status."""
     url: str = args.url
     try:
         async with contextlib.AsyncExitStack() as stack:

@@ -117,7 +117,7 @@ def _serve_workers(args: argparse.Namespace) -> int:
             initializer=_configure_worker_logging,
             lifespan=None if redis is None else partial(_shared_room, redis),
             ready=ready,
-            http_handler=_demo_page,
+            http_handler=_serve_demo_page,
             disconnect_timeout=5,
         )
     except OSError as exc:
@@ -196,7 +196,7 @@ async def _serve_room(
         host,
         port,
         ssl_context,
-        http_handler=_demo_page,
+        http_handler=_serve_demo_page,
         disconnect_timeout=5,
     )
     async with trio.open_nursery() as nursery:
@@ -252,7 +252,8 @@ async def _chat(room: ChatRoom, request: WebSocketRequest) -> None:
 
 #: The Redis channel that ``serve --broadcast --pubsub`` relays the chat on.
 CHAT_CHANNEL = "trio-websocket:chat"
-_REDIS_FAILURES = (OSError, trio.TooSlowError, RedisError)
+# ImportError: the redis extra (coredis) is not installed.
+_REDIS_FAILURES = (OSError, trio.TooSlowError, RedisError, ImportError)
 
 #: This process's hub and the group of its chat clients (``--pubsub``).
 _room: tuple[PubSub, FanOut] | None = None
@@ -304,6 +305,8 @@ async def _check_redis(redis: RedisAddress) -> str | None:
 
 
 def _redis_failure(redis: RedisAddress, exc: Exception) -> str:
+    if isinstance(exc, ImportError):
+        return str(exc)
     if isinstance(exc, OSError):
         reason = os_error_message(exc)
     elif isinstance(exc, trio.TooSlowError):
@@ -313,7 +316,7 @@ def _redis_failure(redis: RedisAddress, exc: Exception) -> str:
     return f"cannot connect to Redis at {redis}: {reason}"
 
 
-async def _demo_page(request: WebSocketRequest) -> None:
+async def _serve_demo_page(request: WebSocketRequest) -> None:
     """Answer ``GET /`` with the chat page; anything else gets 404."""
     peer = _peer(request.remote)
     if request.path.partition("?")[0] != "/":
