@@ -54,6 +54,7 @@ _LAZY = {
     "PubSub": "._pubsub",
     "Subscription": "._pubsub",
     "SubscriptionOverflow": "._pubsub",
+    "RedisError": "._pubsub_redis",
     "RedisPubSub": "._pubsub_redis",
     "open_redis_pubsub": "._pubsub_redis",
     "ReconnectingWebSocket": "._reconnect",
@@ -69,7 +70,7 @@ if TYPE_CHECKING:
     from ._broadcast import BroadcastResult, broadcast
     from ._pair import open_websocket_pair
     from ._pubsub import FanOut, Gap, PubSub, Subscription, SubscriptionOverflow
-    from ._pubsub_redis import RedisPubSub, open_redis_pubsub
+    from ._pubsub_redis import RedisError, RedisPubSub, open_redis_pubsub
     from ._reconnect import ReconnectingWebSocket, reconnecting_websocket_url
     from ._routing import Router, static_response
     from ._stream import WebSocketStream
@@ -113,6 +114,7 @@ __all__ = [
     "PubSub",
     "ReconnectingWebSocket",
     "RedirectError",
+    "RedisError",
     "RedisPubSub",
     "Router",
     "Subscription",
