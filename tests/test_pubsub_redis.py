@@ -298,3 +298,20 @@ async def test_concurrent_publishes_share_round_trips_and_keep_order(
         # the hub's subscriber and publisher, and the probe's own two: 2000
         # publishes from 40 tasks did not open a connection each
         assert len(clients) <= 6
+
+
+async def test_a_hub_cancelled_from_outside_ends_quietly(
+    redis_server: RedisServer,
+) -> None:
+    await redis_server.ready()
+    for _ in range(5):  # coredis's clean-up races the cancellation
+        with trio.move_on_after(TIMEOUT) as scope:
+            async with (
+                open_redis_pubsub(port=redis_server.port) as hub,
+                hub.subscribe("room") as room,
+            ):
+                assert await hub.publish("room", "x") == 1
+                assert await take(room, 1) == ["x"]
+                scope.cancel()  # as Ctrl-C or a nursery's end would
+                await trio.sleep_forever()
+        assert scope.cancelled_caught

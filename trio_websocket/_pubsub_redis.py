@@ -51,9 +51,18 @@ def _coredis() -> Any:
 
 
 def _lost_connection_types() -> tuple[type[BaseException], ...]:
-    """What a dropped, refused or stalled connection to Redis raises."""
+    """What a dropped, refused, stalled or torn-down connection raises."""
+    import anyio  # coredis's own dependency
+
     errors = _coredis().exceptions
-    return (OSError, TimeoutError, trio.TooSlowError, errors.ConnectionError)
+    return (
+        OSError,
+        TimeoutError,
+        trio.TooSlowError,
+        errors.ConnectionError,
+        anyio.ClosedResourceError,
+        anyio.BrokenResourceError,
+    )
 
 
 def _encode(message: ChannelMessage) -> bytes:
@@ -203,8 +212,12 @@ class RedisPubSub(PubSub):
     async def _unsubscribe(
         self, subscriber: CoredisPubSub[bytes], channel: str
     ) -> None:
-        if self.subscribers(channel) or subscriber is not self._subscriber:
-            return  # subscribed again meanwhile, or a connection now gone
+        if (
+            self._closing
+            or self.subscribers(channel)
+            or subscriber is not self._subscriber
+        ):
+            return  # closing, subscribed again meanwhile, or a connection gone
         # If this fails, the reconnection subscribes only to channels in use.
         with contextlib.suppress(*self._lost):
             await subscriber.unsubscribe(channel)
@@ -218,9 +231,13 @@ class RedisPubSub(PubSub):
         body so that the body's exceptions do not pass through the client's
         task group (which would wrap them in an exception group).
         """
-        async with self._client:
-            await self._stay_subscribed(task_status)
-        self._stopped.set()
+        try:
+            async with self._client:
+                await self._stay_subscribed(task_status)
+        except BaseExceptionGroup as group:
+            raise _without_cleanup_noise(group) from None
+        finally:
+            self._stopped.set()
 
     async def _stop(self) -> None:
         """Unsubscribe and disconnect: leave the client's context normally.
@@ -287,6 +304,21 @@ class RedisPubSub(PubSub):
         if self._connected.is_set():  # waiters hold the unset one
             self._connected = trio.Event()
         self._gap_everywhere(Gap(disconnected=True))
+
+
+def _without_cleanup_noise(
+    group: BaseExceptionGroup[BaseException],
+) -> BaseExceptionGroup[BaseException]:
+    """``group`` without coredis's clean-up failures, if it was cancelled.
+
+    Cancelled from outside (Ctrl-C, a nursery's end), coredis tries to
+    unsubscribe over a connection it is tearing down and fails with errors
+    that would hide the cancellation; only those are dropped.
+    """
+    if group.subgroup(trio.Cancelled) is None:
+        return group
+    _, rest = group.split(_lost_connection_types())
+    return rest if rest is not None else group
 
 
 def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
