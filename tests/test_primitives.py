@@ -316,7 +316,7 @@ class Reader:
         await trio.testing.wait_all_tasks_blocked()
 
 
-async def consumer_read(turns: ReadTurns) -> None:
+def consumer_read(turns: ReadTurns) -> None:
     """One consumer turn at the socket that reads at once."""
     assert turns.consumer_may_read
     turns.start_consumer_turn()
@@ -436,7 +436,7 @@ async def test_consumers_that_keep_reading_keep_the_socket(
         for _ in range(100):  # 9 quiet intervals of time, a read in each
             await settle(mock_clock, QUIET_INTERVAL * 0.9)
             assert reader.lending
-            await consumer_read(reader.turns)
+            consumer_read(reader.turns)
         # They stop: the interval grew, but no further than the longest.
         await settle(mock_clock, 2 * LONGEST_QUIET_INTERVAL)
         assert not reader.lending
