@@ -17,7 +17,7 @@ import trio
 from pubsub_helpers import RedisServer, needs_coredis, needs_redis_server, redis_server
 
 from trio_websocket import WebSocketConnection, open_websocket_url
-from trio_websocket._workers import reuse_port_supported
+from trio_websocket._reuse_port import reuse_port_supported
 from trio_websocket.cli import run
 from trio_websocket.cli._common import RedisAddress
 from trio_websocket.cli._parser import redis_url

@@ -31,7 +31,7 @@ from trio_websocket import (
     serve_websocket,
     worker_index,
 )
-from trio_websocket._workers import reuse_port_supported
+from trio_websocket._reuse_port import reuse_port_supported
 
 pytestmark = pytest.mark.skipif(
     not reuse_port_supported(), reason="SO_REUSEPORT load balancing needs Linux"

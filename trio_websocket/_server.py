@@ -16,6 +16,7 @@ from ._admission import Admission, Gate, Refusal
 from ._connection import WebSocketConnection, check_close
 from ._errors import ConnectionClosed, HandshakeError
 from ._request import WebSocketRequest, read_request, refuse_stream
+from ._reuse_port import open_reuse_port_listeners
 from ._settings import (
     CONN_TIMEOUT,
     MAX_MESSAGE_SIZE,
@@ -79,8 +80,6 @@ async def serve_websocket(
     config = configure(_ServerConfig.build, "serve_websocket", locals())
     listeners: Sequence[AnyListener]
     if reuse_port:
-        from ._workers import open_reuse_port_listeners
-
         listeners = await open_reuse_port_listeners(host, port, ssl_context)
     elif ssl_context is None:
         listeners = await trio.open_tcp_listeners(port, host=host)

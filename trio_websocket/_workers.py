@@ -27,7 +27,6 @@ import pickle
 import signal
 import socket
 import ssl
-import sys
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext, suppress
 from functools import partial
@@ -35,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ._reuse_port import BACKLOG, bind_reuse_port, listener_on
 from ._url import Endpoint
 
 if TYPE_CHECKING:
@@ -56,7 +56,6 @@ _START_TIMEOUT = 60.0
 _KILL_MARGIN = 5.0
 #: How long a worker handing over waits for its clients' handshakes to finish.
 _HANDOVER_SECONDS = 1.0
-_BACKLOG = 0xFFFF  # the kernel caps it at net.core.somaxconn
 
 SSLContextFactory = Callable[[], ssl.SSLContext]
 Lifespan = Callable[[], AbstractAsyncContextManager[object]]
@@ -75,72 +74,6 @@ def worker_index() -> int | None:
         logger.info("worker %s: %s connected", worker_index(), request.remote)
     """
     return _index
-
-
-# -- Sockets -------------------------------------------------------------------
-
-
-def reuse_port_supported() -> bool:
-    """Whether this platform has ``SO_REUSEPORT`` with Linux's load balancing."""
-    return hasattr(socket, "SO_REUSEPORT") and sys.platform.startswith("linux")
-
-
-async def bind_reuse_port(
-    host: str | bytes | None, port: int
-) -> list[trio.socket.SocketType]:
-    """Sockets bound with SO_REUSEADDR and SO_REUSEPORT, one per address.
-
-    The addresses are those ``getaddrinfo`` gives for ``host`` (``None``:
-    every interface, as :func:`trio.open_tcp_listeners` does). With
-    ``port=0`` the first socket picks a free port and the others share it.
-    The sockets are not listening yet.
-    """
-    if not reuse_port_supported():
-        raise OSError("SO_REUSEPORT load balancing is only available on Linux")
-    addresses = await trio.socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )
-    sockets: list[trio.socket.SocketType] = []
-    try:
-        for family, kind, proto, _, sockaddr in addresses:
-            sock = trio.socket.socket(family, kind, proto)
-            sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            if port == 0 and len(sockets) > 1:
-                sockaddr = (sockaddr[0], sockets[0].getsockname()[1], *sockaddr[2:])
-            await sock.bind(sockaddr)
-    except BaseException:
-        for sock in sockets:
-            sock.close()
-        raise
-    return sockets
-
-
-async def open_reuse_port_listeners(
-    host: str | bytes | None, port: int, ssl_context: ssl.SSLContext | None
-) -> list[trio.abc.Listener[Any]]:
-    """Listeners on ``host``:``port`` that other processes may share (SO_REUSEPORT)."""
-    sockets = await bind_reuse_port(host, port)
-    try:
-        for sock in sockets:
-            sock.listen(_BACKLOG)
-    except BaseException:
-        for sock in sockets:
-            sock.close()
-        raise
-    return [_listener(sock, ssl_context) for sock in sockets]
-
-
-def _listener(
-    sock: trio.socket.SocketType, ssl_context: ssl.SSLContext | None
-) -> trio.abc.Listener[Any]:
-    listener: trio.abc.Listener[Any] = trio.SocketListener(sock)
-    if ssl_context is not None:
-        listener = trio.SSLListener(listener, ssl_context, https_compatible=True)
-    return listener
 
 
 # -- Inside a worker process ---------------------------------------------------
@@ -205,7 +138,7 @@ def _worker_main(
         spec.initializer()
     ssl_context = spec.ssl_context() if spec.ssl_context is not None else None
     listeners = [
-        _SharedListener(_listener(trio.socket.from_stdlib_socket(sock), ssl_context))
+        _SharedListener(listener_on(trio.socket.from_stdlib_socket(sock), ssl_context))
         for sock in sockets
     ]
     trio.run(_serve_worker, spec, listeners, conn)
@@ -526,7 +459,7 @@ async def _open_sockets(
             ]
             groups.append(group)
             for sock in group:
-                sock.listen(_BACKLOG)
+                sock.listen(BACKLOG)
             port = group[0].getsockname()[1]  # port 0: every worker on the same one
     except BaseException:
         for group in groups:
