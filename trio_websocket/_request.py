@@ -208,17 +208,18 @@ class WebSocketRequest:
         if self._answered:
             raise RuntimeError("this request was already accepted or rejected")
 
-    async def _conclude(self, failed: bool) -> None:
-        """Close what the handler left open.
 
-        An open connection closes with 1000 (1011 after a failure); an
-        unanswered request gets 500 after a failure, else 403 (404 for a
-        plain HTTP request).
-        """
-        if self._connection is not None:
-            await self._connection.aclose(*((1011, "internal error") if failed else ()))
-        elif not self._answered:
-            await self.reject(500 if failed else 403 if self.is_upgrade else 404)
+async def conclude_request(request: WebSocketRequest, failed: bool) -> None:
+    """Close what the handler of ``request`` left open.
+
+    An open connection closes with 1000 (1011 after a failure); an
+    unanswered request gets 500 after a failure, else 403 (404 for a plain
+    HTTP request).
+    """
+    if request._connection is not None:
+        await request._connection.aclose(*((1011, "internal error") if failed else ()))
+    elif not request._answered:
+        await request.reject(500 if failed else 403 if request.is_upgrade else 404)
 
 
 def set_path_params(request: WebSocketRequest, params: dict[str, str]) -> None:

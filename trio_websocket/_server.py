@@ -15,7 +15,12 @@ from ._accept import accept_clients, accept_pending
 from ._admission import Admission, Gate, Refusal
 from ._connection import WebSocketConnection, check_close
 from ._errors import ConnectionClosed, HandshakeError
-from ._request import WebSocketRequest, read_request, refuse_stream
+from ._request import (
+    WebSocketRequest,
+    conclude_request,
+    read_request,
+    refuse_stream,
+)
 from ._reuse_port import open_reuse_port_listeners
 from ._settings import (
     CONN_TIMEOUT,
@@ -485,7 +490,7 @@ class WebSocketServer:
         except Exception:
             failed = True
             logger.exception("handler for %s failed", request.path)
-        await request._conclude(failed)
+        await conclude_request(request, failed)
 
 
 class _Client:
