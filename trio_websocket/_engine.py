@@ -18,7 +18,8 @@ The hooks, what each relies on, and its fallback:
   ``protocol.parser``, the engine's parser generator, after following its
   ``gi_yieldfrom`` chain to ``StreamReader.at_eof`` (``gi_code``) with an
   empty ``protocol.reader.buffer``. Fallback: the engine's parser is kept,
-  and with it the parsed handshake.
+  and with it the parsed handshake; our frame codec is not used, since the
+  engine may be inside a frame.
 * **Size reads** (:func:`track_frame_sizes`): sets the ``__class__`` of
   ``protocol.reader``, a plain ``StreamReader`` whose ``read_exact`` the
   parser calls, to :class:`SizingReader`. Fallback: a reader of another
@@ -34,6 +35,15 @@ The hooks, what each relies on, and its fallback:
 * **Why the engine failed** (:func:`parser_failure`): reads
   ``protocol.parser_exc``. Fallback: ``None``, as if the peer had not
   misbehaved: the reader waits for its close frame until the deadline.
+* **Handshake done elsewhere** (:func:`open_directly`): sets
+  ``protocol.extensions``, ``protocol.subprotocol`` and ``protocol.state``
+  as the engine's handshake would, and replaces ``protocol.parser`` (then
+  still waiting for the HTTP head) with the frame parser. Fallback: when
+  :data:`CAN_OPEN_DIRECTLY` is false, every handshake goes through the
+  engine.
+* **Head limits** (:data:`HEAD_LIMITS`): reads ``MAX_LINE_LENGTH`` and
+  ``MAX_NUM_HEADERS`` of ``websockets.http11``, the engine's limits on an
+  HTTP head. Fallback: limits small enough for any release.
 """
 
 from __future__ import annotations
@@ -43,6 +53,7 @@ import typing
 from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
+from websockets import http11
 from websockets.client import ClientProtocol
 from websockets.extensions import Extension
 from websockets.extensions.permessage_deflate import (
@@ -50,10 +61,10 @@ from websockets.extensions.permessage_deflate import (
     PerMessageDeflate,
 )
 from websockets.frames import Frame, Opcode
-from websockets.protocol import Protocol, Side
+from websockets.protocol import Protocol, Side, State
 from websockets.server import ServerProtocol
 from websockets.streams import StreamReader
-from websockets.typing import ExtensionParameter
+from websockets.typing import ExtensionParameter, Subprotocol
 
 from ._iterators import BytesLike
 
@@ -122,7 +133,7 @@ class ClientDeflateFactory(ClientPerMessageDeflateFactory):
 # -- Release the handshake ----------------------------------------------------
 
 
-def release_handshake(protocol: Protocol) -> None:
+def release_handshake(protocol: Protocol) -> bool:
     """Let the engine drop the handshake request or response it parsed.
 
     The engine's parser is one generator that parsed the handshake and then
@@ -132,12 +143,17 @@ def release_handshake(protocol: Protocol) -> None:
     no other state, so there a fresh one can take over; in the middle of a
     frame (bytes that came with the handshake) the old one is kept, and so
     it is if the engine's internals ever stop looking as expected.
+
+    Returns whether the fresh parser took over: the engine then waits for
+    the first byte of a frame with nothing buffered, so our own codec may
+    parse the frames that follow (see :mod:`._frames`).
     """
     parser = getattr(protocol, "parser", None)
     if protocol.reader.buffer or not between_frames(parser):
-        return
+        return False
     protocol.parser = Protocol.parse(protocol)
     next(protocol.parser)  # run to its first wait for data, as the engine does
+    return True
 
 
 def between_frames(parser: object) -> bool:
@@ -281,3 +297,59 @@ def parser_failure(protocol: Protocol) -> Exception | None:
     """
     failure: Exception | None = getattr(protocol, "parser_exc", None)
     return failure
+
+
+# -- Handshake done elsewhere -------------------------------------------------
+
+
+def open_directly(
+    protocol: Protocol, extensions: list[Extension], subprotocol: Subprotocol | None
+) -> None:
+    """Open ``protocol`` after a handshake it did not parse or answer itself.
+
+    Leaves the engine as its own handshake would have: ``extensions`` and
+    ``subprotocol`` negotiated, the state OPEN, and its parser waiting for
+    the first frame. Only while :data:`CAN_OPEN_DIRECTLY`.
+    """
+    protocol.extensions = extensions
+    protocol.subprotocol = subprotocol
+    protocol.state = State.OPEN
+    protocol.parser = Protocol.parse(protocol)
+    next(protocol.parser)  # run to its first wait for data, as the engine does
+
+
+def _can_open_directly() -> bool:
+    try:
+        server = ServerProtocol()
+        open_directly(server, [], None)
+        server.receive_data(b"\x89\x80\x00\x00\x00\x00")  # a masked, empty ping
+        (ping,) = server.events_received()
+        answered = server.data_to_send() == [b"\x8a\x00"]  # the pong
+        return (
+            answered
+            and isinstance(ping, Frame)
+            and ping.opcode is Opcode.PING
+            and server.state is State.OPEN
+            and server.handshake_exc is None
+        )
+    except Exception:
+        return False
+
+
+#: Whether :func:`open_directly` works with this release of the engine.
+CAN_OPEN_DIRECTLY = _can_open_directly()
+
+
+# -- Head limits --------------------------------------------------------------
+
+
+def _head_limits() -> tuple[int, int]:
+    max_line = getattr(http11, "MAX_LINE_LENGTH", None)
+    max_headers = getattr(http11, "MAX_NUM_HEADERS", None)
+    if isinstance(max_line, int) and isinstance(max_headers, int):
+        return max_line, max_headers
+    return 1024, 32
+
+
+#: The engine's longest HTTP line (its CRLF included) and most headers.
+HEAD_LIMITS = _head_limits()

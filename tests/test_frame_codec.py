@@ -1,0 +1,276 @@
+"""Our frame codec (``trio_websocket/_frames.py``) against the engine.
+
+The unit tests pin the wire format: every length form, masking, headers
+split anywhere, empty frames. The differential tests feed the same byte
+streams, cut into arbitrary reads, to the bare engine and to our codec
+(which hands control frames to an engine, as the connection does) and
+require the same data frames, the same close frames either way and the
+same final state, on both sides. ``tests/test_fuzzing.py`` compares whole
+connections with the engine; here whole connections running the codec are
+also compared with connections that leave every frame to the engine, with
+and without permessage-deflate.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pytest
+from frame_strategies import LIMIT, splits, streams
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from raw_peer import BINARY, CONT, PING, TEXT, wire_frame
+from websockets.frames import Frame, Opcode
+from websockets.protocol import OPEN, Protocol
+from websockets.uri import parse_uri
+
+from trio_websocket import _frames
+from trio_websocket._engine import ClientEngine, ServerEngine
+from trio_websocket._frames import (
+    CONTROL,
+    DATA,
+    FAILED,
+    NEED_DATA,
+    FrameReader,
+    encode_frame,
+)
+from trio_websocket._settings import Settings
+
+KEY = b"\x01\x02\x03\x04"
+LIMITS = Settings(max_message_size=LIMIT, compression=None)
+
+# -- Units ---------------------------------------------------------------------
+
+
+def reader(*, masked: bool = True, max_message: int = -1) -> FrameReader:
+    return FrameReader(masked=masked, max_message=max_message, max_fragment=-1)
+
+
+def parse_all(frames: FrameReader, chunks: Sequence[bytes]) -> list[object]:
+    """Everything the reader finds in ``chunks``, as comparable tuples."""
+    found: list[object] = []
+    for chunk in chunks:
+        frames.feed(chunk)
+        while (kind := frames.next_frame()) != NEED_DATA:
+            if kind == DATA:
+                found.append((frames.opcode, frames.payload, frames.fin))
+            elif kind == CONTROL:
+                found.append(frames.frame)
+            else:
+                found.append((frames.error_code, frames.error_reason))
+                return found
+    return found
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 70000])
+@pytest.mark.parametrize("masked", [True, False])
+def test_every_length_form_is_parsed(size: int, masked: bool) -> None:
+    payload = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+    data = wire_frame(BINARY, payload, key=KEY if masked else None)
+    assert parse_all(reader(masked=masked), [data]) == [(BINARY, payload, True)]
+
+
+@pytest.mark.parametrize("size", [3, 200, 70000])
+def test_a_frame_split_at_every_byte_of_its_header(size: int) -> None:
+    payload = b"abcdefgh" * (size // 8) + b"x" * (size % 8)
+    data = wire_frame(TEXT, payload, key=KEY) + wire_frame(BINARY, b"next", key=KEY)
+    for at in range(1, 16):
+        found = parse_all(reader(), [data[:at], data[at:]])
+        assert found == [(TEXT, payload, True), (BINARY, b"next", True)], at
+
+
+def test_a_frame_arriving_byte_by_byte() -> None:
+    data = wire_frame(TEXT, b"hello", key=KEY, fin=False) + wire_frame(
+        CONT, b"", key=KEY
+    )
+    chunks = [data[i : i + 1] for i in range(len(data))]
+    assert parse_all(reader(), chunks) == [(TEXT, b"hello", False), (CONT, b"", True)]
+
+
+def test_what_is_missing_of_a_large_frame() -> None:
+    frames = reader()
+    data = wire_frame(BINARY, b"x" * 1000, key=KEY)
+    frames.feed(data[:100])
+    assert frames.next_frame() == NEED_DATA
+    assert frames.missing == len(data) - 100
+    frames.feed(data[100:])
+    assert frames.next_frame() == DATA and frames.missing == 0
+
+
+def test_control_frames_are_returned_whole_and_masked() -> None:
+    ping = wire_frame(PING, b"are you there", key=KEY)
+    assert parse_all(reader(), [ping[:3], ping[3:]]) == [ping]
+
+
+def test_payload_of_an_incomplete_frame_is_unmasked_as_it_arrives() -> None:
+    frames = reader()
+    payload = bytes(range(50))
+    data = wire_frame(BINARY, payload, key=KEY)
+    seen = b""
+    for at in (3, 9, 10, 17, 31, 40):  # odd offsets rotate the key
+        frames.feed(data[len(seen) + 6 if seen else 0 : at + 6])
+        assert frames.next_frame() == NEED_DATA
+        assert frames.incomplete_frame_is_valid()
+        seen += frames.new_payload()
+        assert seen == payload[:at]
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (wire_frame(3, b"", key=KEY), "invalid opcode"),
+        (wire_frame(BINARY, b"", key=None), "incorrect masking"),
+        (wire_frame(BINARY, b"", rsv=4, key=KEY), "reserved bits must be 0"),
+        (wire_frame(CONT, b"", key=KEY), "unexpected continuation frame"),
+        (
+            wire_frame(TEXT, b"", fin=False, key=KEY) + wire_frame(TEXT, b"", key=KEY),
+            "expected a continuation frame",
+        ),
+    ],
+)
+def test_protocol_errors(data: bytes, reason: str) -> None:
+    assert parse_all(reader(), [data])[-1] == (1002, reason)
+
+
+def test_a_frame_over_the_limit_fails_at_its_header() -> None:
+    first = wire_frame(BINARY, b"x" * 60, fin=False, key=KEY)
+    header_only = wire_frame(CONT, b"y" * 41, key=KEY)[:2]
+    found = parse_all(reader(max_message=100), [first + header_only])
+    reason = "frame with 41 bytes after reading 60 bytes exceeds limit of 100 bytes"
+    assert found[-1] == (1009, reason)
+
+
+def test_the_rest_goes_back_to_the_engine() -> None:
+    frames = reader()
+    ping = wire_frame(PING, b"", key=KEY)
+    frames.feed(ping + b"\x82")
+    assert frames.next_frame() == CONTROL
+    assert frames.next_frame() == NEED_DATA
+    assert frames.take_rest() == b"\x82"
+    assert frames.next_frame() == NEED_DATA
+
+
+@pytest.mark.parametrize("size", [0, 5, 125, 126, 65535, 65536, 100000])
+@pytest.mark.parametrize("mask", [True, False])
+def test_encoded_frames_parse_as_the_engine_parses_them(size: int, mask: bool) -> None:
+    payload = os.urandom(size)
+    head, body = encode_frame(Opcode.BINARY, payload, mask)
+    engine = Protocol(_SERVER if mask else _CLIENT, max_size=None)
+    engine.receive_data(head + bytes(body))
+    [frame] = engine.events_received()
+    assert isinstance(frame, Frame)
+    assert (frame.opcode, frame.data, frame.fin) == (Opcode.BINARY, payload, True)
+    assert (body == b"") == (size < _frames.JOIN_BELOW)
+    if not mask and body:
+        assert body is payload  # a large payload is written as it is
+
+
+_SERVER = ServerEngine(state=OPEN).side
+_CLIENT = ClientEngine(parse_uri("ws://x/"), state=OPEN).side
+
+
+# -- Differential: the codec against the bare engine ---------------------------
+
+
+@dataclass
+class Run:
+    """Everything observable: frames delivered, then how the engine ended."""
+
+    frames: list[tuple[int, bytes, bool]] = field(default_factory=list)
+    ending: tuple[object, ...] = ()
+
+
+def make_engine(server: bool) -> Protocol:
+    max_size = LIMITS.engine_max_size
+    if server:
+        return ServerEngine(state=OPEN, max_size=max_size)
+    return ClientEngine(parse_uri("ws://x/"), state=OPEN, max_size=max_size)
+
+
+def collect(engine: Protocol, run: Run) -> list[Frame]:
+    events = [e for e in engine.events_received() if isinstance(e, Frame)]
+    run.frames += [(int(e.opcode), bytes(e.data), e.fin) for e in events]
+    return events
+
+
+def finish(engine: Protocol, run: Run) -> Run:
+    engine.receive_eof()
+    collect(engine, run)
+    sent, received = engine.close_sent, engine.close_rcvd
+    run.ending = (
+        engine.state,
+        sent and sent.code,
+        received and received.code,
+        [unmasked(chunk) for chunk in engine.data_to_send()],
+    )
+    return run
+
+
+def unmasked(chunk: bytes) -> bytes:
+    """A frame the engine wrote (b"" for the end), with its random mask undone."""
+    if not chunk or not chunk[1] & 0x80:
+        return chunk
+    key, payload = chunk[2:6], chunk[6:]  # control frames: short lengths only
+    return chunk[:2] + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def by_engine(server: bool, chunks: Sequence[bytes]) -> Run:
+    engine, run = make_engine(server), Run()
+    for chunk in chunks:
+        engine.receive_data(chunk)
+        collect(engine, run)
+    return finish(engine, run)
+
+
+def by_codec(server: bool, chunks: Sequence[bytes]) -> Run:
+    """What the connection does: data frames ours, the rest the engine's."""
+    engine, run = make_engine(server), Run()
+    max_message, max_fragment = LIMITS.engine_max_size
+    frames: FrameReader | None = FrameReader(
+        masked=server,
+        max_message=-1 if max_message is None else max_message,
+        max_fragment=-1 if max_fragment is None else max_fragment,
+    )
+    for chunk in chunks:
+        if frames is None:
+            engine.receive_data(chunk)
+            collect(engine, run)
+            continue
+        frames.feed(chunk)
+        if not parse_on(engine, frames, run):
+            engine.receive_data(frames.take_rest())  # the engine discards it
+            frames = None
+    if frames is not None and (rest := frames.take_rest()):
+        engine.receive_data(rest)
+        collect(engine, run)
+    return finish(engine, run)
+
+
+def parse_on(engine: Protocol, frames: FrameReader, run: Run) -> bool:
+    """Parse what ``frames`` holds; False once the engine stopped parsing."""
+    while True:
+        kind = frames.next_frame()
+        if kind == NEED_DATA:
+            return True
+        if kind == DATA:
+            run.frames.append((frames.opcode, frames.payload, frames.fin))
+        elif kind == CONTROL:
+            engine.receive_data(frames.frame)
+            handed = collect(engine, run)
+            # No frame back: the engine failed on it.
+            if not handed or handed[0].opcode is Opcode.CLOSE:
+                return False
+        else:
+            assert kind == FAILED
+            engine.fail(frames.error_code, frames.error_reason)
+            return False
+
+
+@settings(max_examples=max(100, settings().max_examples * 3), deadline=None)
+@given(data=st.data(), server=st.booleans())
+def test_the_codec_frames_as_the_engine_does(data: st.DataObject, server: bool) -> None:
+    stream = data.draw(streams(masked=server))
+    chunks = data.draw(splits(stream))
+    assert by_codec(server, chunks) == by_engine(server, chunks)
