@@ -96,6 +96,7 @@ def main(argv: list[str]) -> int:
     start = time.perf_counter()
     results: list[Measurement] = []
     versions: dict[str, str] = {}
+    builds: dict[str, str] = {}
     for mode in modes:
         log(f"mode: {mode} under test")
         run = start_mode(mode, peers)
@@ -104,6 +105,8 @@ def main(argv: list[str]) -> int:
                 versions[key] = (
                     f"{info['library']} {info['version']} (Python {info['python']})"
                 )
+                if "build" in info:
+                    builds[key] = info["build"]
             results += run_scenarios(run, peers, scenarios, settings, log)
         finally:
             run.close()
@@ -116,6 +119,7 @@ def main(argv: list[str]) -> int:
         "duration": duration,
         "machine": machine(),
         "versions": versions,
+        "builds": builds,
         "settings": dataclasses.asdict(settings),
     }
     args.output.mkdir(parents=True, exist_ok=True)

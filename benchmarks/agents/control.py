@@ -7,9 +7,11 @@ has ``ok`` and either the op's fields or ``error``.
 
 from __future__ import annotations
 
+import cProfile
 import gc
 import json
 import os
+import pstats
 import resource
 import sys
 import tracemalloc
@@ -51,3 +53,19 @@ def memory_op(op: str) -> Reply:
 
 def python_info() -> dict[str, Any]:
     return {"python": sys.version.split()[0], "executable": sys.executable}
+
+
+def profile_entries(profiler: cProfile.Profile, top: int) -> list[dict[str, Any]]:
+    """The functions with the most own time: name, calls, own and total seconds."""
+    stats: dict[tuple[str, int, str], tuple[int, int, float, float, object]]
+    stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    rows = sorted(stats.items(), key=lambda item: item[1][2], reverse=True)[:top]
+    return [
+        {
+            "function": f"{os.path.basename(file)}:{line}({name})",
+            "calls": calls,
+            "tottime": own,
+            "cumtime": total,
+        }
+        for (file, line, name), (_, calls, own, total, _) in rows
+    ]

@@ -36,7 +36,7 @@ from fixed_wire import (
     client_request,
     server_response,
 )
-from payloads import messages_for
+from payloads import client_share, messages_for
 
 Params = dict[str, Any]
 Result = dict[str, Any]
@@ -338,11 +338,56 @@ async def handshakes(target: Request, params: Params) -> Result:
     return {"value": done / elapsed, "count": done, "elapsed": elapsed}
 
 
+async def mixed(target: Request, params: Params) -> Result:
+    """Like ``trio_workloads.mixed``: clients echoing messages of random size."""
+    pool = encoded(params)
+    count = params["clients"]
+    clients = await asyncio.gather(*(open_client(target) for _ in range(count)))
+    shares = [client_share(pool, index, count) for index in range(count)]
+    for client, messages in zip(clients, shares, strict=True):
+        await warm_up(client, messages, params["warmup"])
+    deadline = math.inf
+    finished: list[float] = []
+
+    async def run(client: Client, messages: list[tuple[int, bytes]]) -> list[int]:
+        done = payload = 0
+        for opcode, data in itertools.islice(
+            itertools.cycle(messages), params["max_count"]
+        ):
+            client.send(opcode, data)
+            await client.wait_for(client.received + 1)
+            done += 1
+            payload += len(data)
+            if perf_counter() >= deadline:
+                break
+        finished.append(perf_counter())
+        return [done, payload]
+
+    start = perf_counter()
+    deadline = start + params["seconds"]
+    results = await asyncio.gather(
+        *(
+            run(client, messages)
+            for client, messages in zip(clients, shares, strict=True)
+        )
+    )
+    elapsed = max(finished) - start
+    await asyncio.gather(*(client.close() for client in clients))
+    total = sum(done for done, _ in results)
+    return {
+        "value": total / elapsed,
+        "count": total,
+        "elapsed": elapsed,
+        "mib_per_s": sum(payload for _, payload in results) / elapsed / MiB,
+    }
+
+
 WORKLOADS: dict[str, Callable[[Request, Params], Any]] = {
     "round_trips": round_trips,
     "pipelined": pipelined,
     "fan_in": fan_in,
     "handshakes": handshakes,
+    "mixed": mixed,
 }
 
 # -------------------------------------------------------------------- agent

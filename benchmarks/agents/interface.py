@@ -14,10 +14,9 @@ from typing import Any, Protocol
 
 import trio
 
-Message = str | bytes
+from payloads import MAX_MESSAGE_SIZE, Message
 
-# Large enough for the 16 MiB bulk scenario, on both sides.
-MAX_MESSAGE_SIZE = 64 * 2**20
+__all__ = ["MAX_MESSAGE_SIZE", "Channel", "Message", "TrioPeer", "serve_tcp"]
 
 
 @dataclass(frozen=True)

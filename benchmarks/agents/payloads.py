@@ -8,9 +8,18 @@ from __future__ import annotations
 
 import json
 import random
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 JSON_POOL_SIZE = 32
+MIXED_POOL_SIZE = 256
+MIXED_SEED = 14
+
+Message = str | bytes
+
+# Large enough for the 16 MiB bulk scenario, on both sides.
+MAX_MESSAGE_SIZE = 64 * 2**20
 
 
 def text_message(size: int) -> str:
@@ -51,10 +60,31 @@ def json_messages(size: int = 1024, count: int = JSON_POOL_SIZE) -> list[str]:
     return messages
 
 
-def messages_for(params: dict[str, Any]) -> list[str | bytes]:
+def mixed_messages(
+    max_size: int, seed: int = MIXED_SEED, count: int = MIXED_POOL_SIZE
+) -> list[bytes]:
+    """``count`` binary messages of sizes drawn uniformly from 0 to ``max_size``.
+
+    Seeded, so every peer (and the fixed peer) gets the same sequence; they are
+    prefixes of one random block.
+    """
+    rng = random.Random(seed)
+    block = binary_message(max_size)
+    return [block[: rng.randint(0, max_size)] for _ in range(count)]
+
+
+def client_share(messages: list[T], index: int, clients: int) -> list[T]:
+    """Client ``index`` of ``clients``: the same pool, from its own offset."""
+    offset = index * len(messages) // clients
+    return messages[offset:] + messages[:offset]
+
+
+def messages_for(params: dict[str, Any]) -> list[Message]:
     """The messages a workload cycles through, from its parameters."""
     kind = params.get("kind", "binary")
     size = int(params.get("size", 16))
+    if kind == "mixed":
+        return list(mixed_messages(size, params.get("seed", MIXED_SEED)))
     if kind == "json":
         return list(json_messages(size))
     if kind == "text":

@@ -8,6 +8,7 @@ virtual environment, so the import picks the one installed there.
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -33,6 +34,16 @@ def _compression_kwargs(supported: bool, on: bool) -> dict[str, Any]:
     return {"compression": "deflate" if on else None}
 
 
+def _build() -> str:
+    """``compiled`` if any imported module of the library is an extension."""
+    files = [
+        getattr(module, "__file__", None) or ""
+        for name, module in list(sys.modules.items())
+        if name == "trio_websocket" or name.startswith("trio_websocket.")
+    ]
+    return "compiled" if any(f.endswith((".so", ".pyd")) for f in files) else "pure"
+
+
 class TrioWebsocketPeer:
     def __init__(self) -> None:
         # Looked up once: inspect.signature costs more than a handshake step.
@@ -48,6 +59,7 @@ class TrioWebsocketPeer:
             "version": tw.__version__,
             "path": tw.__file__,
             "trio": trio.__version__,
+            "build": _build(),
         }
 
     @asynccontextmanager

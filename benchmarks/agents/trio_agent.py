@@ -11,7 +11,6 @@ import cProfile
 import importlib
 import json
 import os
-import pstats
 import sys
 import traceback
 from typing import Any
@@ -22,6 +21,7 @@ from control import (
     Reply,
     Request,
     memory_op,
+    profile_entries,
     python_info,
     raise_fd_limit,
     send_reply,
@@ -144,22 +144,6 @@ class Agent:
             request["params"],
         )
         return {"ok": True, "result": result}
-
-
-def profile_entries(profiler: cProfile.Profile, top: int) -> list[dict[str, Any]]:
-    """The functions with the most own time: name, calls, own and total seconds."""
-    stats: dict[tuple[str, int, str], tuple[int, int, float, float, object]]
-    stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
-    rows = sorted(stats.items(), key=lambda item: item[1][2], reverse=True)[:top]
-    return [
-        {
-            "function": f"{os.path.basename(file)}:{line}({name})",
-            "calls": calls,
-            "tottime": own,
-            "cumtime": total,
-        }
-        for (file, line, name), (_, calls, own, total, _) in rows
-    ]
 
 
 async def main(peer_name: str) -> None:

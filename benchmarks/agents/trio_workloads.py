@@ -16,7 +16,7 @@ from typing import Any
 import trio
 
 from interface import Channel, Message, TrioPeer
-from payloads import messages_for
+from payloads import client_share, messages_for
 
 Params = dict[str, Any]
 Result = dict[str, Any]
@@ -188,9 +188,67 @@ async def handshakes(
     return {"value": done / elapsed, "count": done, "elapsed": elapsed}
 
 
+async def mixed(
+    peer: TrioPeer, host: str, port: int, compression: bool, params: Params
+) -> Result:
+    """``clients`` connections, each echoing the seeded messages of random size
+    in turn, one at a time: echoes/s and payload MiB/s (one way), all clients.
+
+    Each client stops at the time budget; the run ends when the last one has
+    its last echo (closing is not timed).
+    """
+    pool = messages_for(params)
+    clients: int = params["clients"]
+    go = trio.Event()
+    ready = trio.Semaphore(0)
+    counts: list[int] = []
+    payloads: list[int] = []
+    finished: list[float] = []
+    deadline = math.inf
+
+    async def client(index: int) -> None:
+        messages = client_share(pool, index, clients)
+        async with peer.connect(host, port, compression=compression) as channel:
+            await _warm_up(channel, messages, params["warmup"])
+            send, recv = channel.send, channel.recv
+            ready.release()
+            await go.wait()
+            done = payload = 0
+            for message in itertools.islice(
+                itertools.cycle(messages), params["max_count"]
+            ):
+                await send(message)
+                await recv()
+                done += 1
+                payload += len(message)
+                if perf_counter() >= deadline:
+                    break
+            finished.append(perf_counter())
+            counts.append(done)
+            payloads.append(payload)
+
+    async with trio.open_nursery() as nursery:
+        for index in range(clients):
+            nursery.start_soon(client, index)
+        for _ in range(clients):
+            await ready.acquire()
+        start = perf_counter()
+        deadline = start + params["seconds"]
+        go.set()
+    elapsed = max(finished) - start
+    total = sum(counts)
+    return {
+        "value": total / elapsed,
+        "count": total,
+        "elapsed": elapsed,
+        "mib_per_s": sum(payloads) / elapsed / MiB,
+    }
+
+
 WORKLOADS = {
     "round_trips": round_trips,
     "pipelined": pipelined,
     "fan_in": fan_in,
     "handshakes": handshakes,
+    "mixed": mixed,
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import queue
 import subprocess
 import threading
@@ -20,12 +21,23 @@ class PeerSpec:
     key: str
     label: str
     env: str
-    adapter: str  # trio_agent.py loads peer_<adapter>.py
+    adapter: str  # the agent loads peer_<adapter>.py
     proto: str  # "ws" or "plain"
+    agent: str = "trio_agent.py"  # or asyncio_agent.py
+    environ: tuple[tuple[str, str], ...] = ()  # added to the agent's environment
+    reference: bool = False  # another runtime: shown apart, no ratio targets
+
+
+# The variables that pick our library's build (TRIO_WEBSOCKET_PURE=1: the
+# pure-Python modules even where compiled ones are installed).
+PURE = (("TRIO_WEBSOCKET_PURE", "1"),)
 
 
 PEERS = [
     PeerSpec("ours", "this library", "ours", "trio_websocket", "ws"),
+    PeerSpec(
+        "ours_pure", "this library (pure)", "ours", "trio_websocket", "ws", environ=PURE
+    ),
     PeerSpec(
         "tw012",
         "trio-websocket 0.12.2",
@@ -45,6 +57,24 @@ PEERS = [
         "engine_trio",
         "ws",
     ),
+    PeerSpec(
+        "ws_asyncio",
+        "websockets.asyncio",
+        "websockets-asyncio",
+        "websockets_asyncio",
+        "ws",
+        agent="asyncio_agent.py",
+        reference=True,
+    ),
+    PeerSpec(
+        "aiohttp",
+        "aiohttp",
+        "aiohttp",
+        "aiohttp",
+        "ws",
+        agent="asyncio_agent.py",
+        reference=True,
+    ),
 ]
 
 
@@ -55,7 +85,13 @@ class AgentError(RuntimeError):
 class Agent:
     """A subprocess obeying the JSON-lines control protocol."""
 
-    def __init__(self, name: str, env: str, argv: list[str]) -> None:
+    def __init__(
+        self,
+        name: str,
+        env: str,
+        argv: list[str],
+        environ: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         self.name = name
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self._log = open(LOG_DIR / f"{name}.log", "w")  # noqa: SIM115
@@ -67,6 +103,7 @@ class Agent:
             stderr=self._log,
             text=True,
             bufsize=1,
+            env={**os.environ, **dict(environ)} if environ else None,
         )
         self._replies: queue.Queue[dict[str, Any] | None] = queue.Queue()
         assert self.process.stdout is not None
@@ -115,7 +152,9 @@ class Agent:
 
 
 def peer_agent(peer: PeerSpec, mode: str) -> Agent:
-    return Agent(f"{mode}-{peer.key}", peer.env, ["trio_agent.py", peer.adapter])
+    return Agent(
+        f"{mode}-{peer.key}", peer.env, [peer.agent, peer.adapter], peer.environ
+    )
 
 
 def fixed_agent(mode: str) -> Agent:

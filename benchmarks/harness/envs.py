@@ -47,6 +47,13 @@ ENVS = {
         ),
         Env("websockets-trio", ("websockets>=15", "trio"), "import websockets.trio"),
         Env("plain-trio", ("trio",), "import trio"),
+        # Cross-runtime references, on uvloop like the fixed peer.
+        Env(
+            "websockets-asyncio",
+            ("websockets>=15", "uvloop"),
+            "import websockets.asyncio.server, uvloop",
+        ),
+        Env("aiohttp", ("aiohttp==3.14.5", "uvloop"), "import aiohttp, uvloop"),
         Env(
             "fixed", ("websockets>=15", "uvloop"), "import websockets.speedups, uvloop"
         ),

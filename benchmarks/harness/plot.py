@@ -19,9 +19,13 @@ import matplotlib.pyplot as plt  # type: ignore[import-not-found, unused-ignore]
 
 COLORS = {
     "ours": "#d62728",
+    "ours_pure": "#ff9896",
     "tw012": "#7f7f7f",
     "websockets": "#1f77b4",
     "plain": "#2ca02c",
+    "engine": "#9467bd",
+    "ws_asyncio": "#aec7e8",
+    "aiohttp": "#bcbd22",
 }
 MODES = {"server": "server under test", "client": "client under test"}
 

@@ -12,7 +12,7 @@ MiB = 2**20
 class Scenario:
     key: str
     title: str
-    workload: str  # round_trips, pipelined, fan_in, handshakes, or memory
+    workload: str  # round_trips, pipelined, fan_in, handshakes, mixed or memory
     unit: str
     params: dict[str, Any] = field(default_factory=dict)
     compression: bool = False
@@ -93,6 +93,21 @@ SCENARIOS = [
         "pipelined",
         "msg/s",
         {"kind": "json", "size": 1024},
+        compression=True,
+    ),
+    Scenario(
+        "mixed4",
+        "(8) mixed: 4 clients, echoes of 0–64 KiB binary (seeded random sizes)",
+        "mixed",
+        "echo/s",
+        {"kind": "mixed", "size": 64 * 1024, "clients": 4, "warmup": 16},
+    ),
+    Scenario(
+        "mixed4_deflate",
+        "(8) mixed, permessage-deflate on",
+        "mixed",
+        "echo/s",
+        {"kind": "mixed", "size": 64 * 1024, "clients": 4, "warmup": 16},
         compression=True,
     ),
 ]
