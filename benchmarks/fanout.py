@@ -42,6 +42,8 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+import trio
+
 from trio_websocket import (
     ConnectionClosed,
     Endpoint,
@@ -99,7 +101,11 @@ async def _relay(request: WebSocketRequest) -> None:
     group.add(ws)
     try:
         while True:
-            await hub.publish(channel, await ws.get_message())
+            message = await ws.get_message()
+            try:  # as serve --broadcast: no round trip to Redis per message
+                hub.publish_nowait(channel, message)
+            except trio.WouldBlock:
+                await hub.publish(channel, message)
     except ConnectionClosed:
         pass
     finally:
@@ -520,6 +526,18 @@ def _report(samples: dict[str, list[Sample]], args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
+NOTES = "\n## Notes"
+
+
+def _kept_notes(path: Path) -> str:
+    """The hand-written ``## Notes`` section of an earlier report, if any."""
+    if not path.exists():
+        return ""
+    earlier = path.read_text()
+    start = earlier.find(NOTES)
+    return earlier[start:] if start >= 0 else ""
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -568,7 +586,7 @@ def main() -> int:
     print()
     print(report)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(report)
+    args.output.write_text(report + _kept_notes(args.output))
     print(f"written to {args.output}")
     return 0
 

@@ -90,6 +90,15 @@ async def test_a_waiting_subscriber_is_woken(nursery: trio.Nursery) -> None:
     await trio.testing.wait_all_tasks_blocked()  # the reader's loop ended
 
 
+async def test_publish_nowait_hands_over_at_once() -> None:
+    hub = PubSub()
+    async with hub.subscribe("room") as subscription:
+        hub.publish_nowait("room", "one")
+        hub.publish_nowait("room", bytearray(b"two"))
+        assert subscription.buffered == 2  # no checkpoint needed
+        assert await take(subscription, 2) == ["one", b"two"]
+
+
 async def test_order_holds_per_publisher(nursery: trio.Nursery) -> None:
     hub = PubSub()
     async with hub.subscribe("room", max_buffer=1000) as subscription:

@@ -315,3 +315,34 @@ async def test_a_hub_cancelled_from_outside_ends_quietly(
                 scope.cancel()  # as Ctrl-C or a nursery's end would
                 await trio.sleep_forever()
         assert scope.cancelled_caught
+
+
+async def test_publish_nowait_keeps_order_and_bounds_the_outbox(
+    redis_server: RedisServer,
+) -> None:
+    await redis_server.ready()
+    async with (
+        open_redis_pubsub(port=redis_server.port, max_outbox=3) as hub,
+        hub.subscribe("room", max_buffer=100) as room,
+    ):
+        hub.publish_nowait("room", "a")
+        hub.publish_nowait("room", b"b")
+        hub.publish_nowait("room", "c")
+        with pytest.raises(trio.WouldBlock):  # no checkpoint: nothing went out
+            hub.publish_nowait("room", "dropped")
+        assert await hub.publish("room", "d") == 1  # after the three, in order
+        for number in range(20):  # faster than a round trip each
+            while True:
+                try:
+                    hub.publish_nowait("room", f"n{number}")
+                    break
+                except trio.WouldBlock:
+                    await trio.sleep(0.001)
+        expected = ["a", b"b", "c", "d", *(f"n{number}" for number in range(20))]
+        assert await take(room, 24) == expected
+
+
+async def test_an_outbox_must_hold_a_message() -> None:
+    with pytest.raises(ValueError, match="max_outbox"):
+        async with open_redis_pubsub(max_outbox=0):
+            pass  # pragma: no cover

@@ -217,6 +217,16 @@ class PubSub:
         await trio.lowlevel.checkpoint()
         return count
 
+    def publish_nowait(self, channel: str, message: str | BytesLike) -> None:
+        """Publish without waiting: for a task that relays a stream of messages.
+
+        In this process the message is handed to every subscription at
+        once, as :meth:`publish` does. A backend that sends it over a network
+        queues it instead, and raises :exc:`trio.WouldBlock` when its queue
+        is full; ``await`` :meth:`publish` then, which waits its turn.
+        """
+        self._deliver(channel, _check_message(message))
+
     def _deliver(self, channel: str, message: ChannelMessage) -> int:
         subscriptions = self._subscriptions.get(channel, ())
         count = 0

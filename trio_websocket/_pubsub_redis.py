@@ -88,16 +88,20 @@ _MAX_BATCH = 256
 
 
 class _Outgoing:
-    """One message waiting in the outbox, and what became of it."""
+    """One message waiting in the outbox, and what became of it.
+
+    ``done`` is set once Redis answered (or the connection failed), for a
+    publisher that waits; :meth:`RedisPubSub.publish_nowait` has none.
+    """
 
     __slots__ = ("channel", "count", "data", "done", "refusal")
 
-    def __init__(self, channel: str, data: bytes) -> None:
+    def __init__(self, channel: str, data: bytes, done: trio.Event | None) -> None:
         self.channel = channel
         self.data = data
         self.count = 0
         self.refusal: str | None = None
-        self.done = trio.Event()
+        self.done = done
 
 
 class RedisPubSub(PubSub):
@@ -113,8 +117,11 @@ class RedisPubSub(PubSub):
     * :meth:`publish` returns how many subscribers Redis reached, in all
       processes. While Redis is unreachable it returns 0 and the message is
       lost; it is never sent twice.
-    * Publishes from concurrent tasks are queued and sent in pipelines,
-      many per round trip, in the order they were made.
+    * Publishes wait in one outbox and are sent in pipelines, many per
+      round trip, in the order they were made. :meth:`publish_nowait`
+      queues a message without waiting for Redis at all, so one task can
+      publish faster than one round trip per message; at most
+      ``max_outbox`` messages wait.
     """
 
     def __init__(
@@ -124,8 +131,10 @@ class RedisPubSub(PubSub):
         *,
         connect_timeout: float,
         max_reconnect_delay: float,
+        max_outbox: int,
     ) -> None:
         super().__init__()
+        self._max_outbox = max_outbox
         self._client = client
         #: ``host:port`` of the Redis server, for messages and logs.
         self.address = address
@@ -154,13 +163,29 @@ class RedisPubSub(PubSub):
         await self._connected.wait()
 
     async def publish(self, channel: str, message: str | BytesLike) -> int:
-        outgoing = _Outgoing(channel, _encode(_check_message(message)))
+        done = trio.Event()
+        outgoing = _Outgoing(channel, _encode(_check_message(message)), done)
         self._outbox.append(outgoing)
         self._outbox_ready.set()
-        await outgoing.done.wait()
+        await done.wait()
         if outgoing.refusal is not None:
             raise RedisError(outgoing.refusal)
         return outgoing.count
+
+    def publish_nowait(self, channel: str, message: str | BytesLike) -> None:
+        """Queue ``message`` for ``channel`` and return at once.
+
+        It goes out in order with every other publish of this hub, in the
+        next pipeline; what becomes of it is not reported (at most once: if
+        Redis is unreachable it is lost, and subscribers see a
+        :class:`Gap`). Raises :exc:`trio.WouldBlock` when ``max_outbox``
+        messages already wait; ``await`` :meth:`publish` then, which waits
+        its turn.
+        """
+        if len(self._outbox) >= self._max_outbox:
+            raise trio.WouldBlock
+        self._outbox.append(_Outgoing(channel, _encode(_check_message(message)), None))
+        self._outbox_ready.set()
 
     async def _send_outbox(self) -> None:
         """Send queued publishes in pipelines: one round trip per batch.
@@ -189,7 +214,8 @@ class RedisPubSub(PubSub):
                 item.refusal = str(exc)
         finally:
             for item in batch:
-                item.done.set()
+                if item.done is not None:
+                    item.done.set()
 
     async def _joined(self, subscription: Subscription, first: bool) -> None:
         subscriber = self._subscriber
@@ -374,6 +400,7 @@ async def open_redis_pubsub(
     ssl_context: ssl.SSLContext | None = None,
     connect_timeout: float = 5.0,
     max_reconnect_delay: float = 2.0,
+    max_outbox: int = 10_000,
 ) -> AsyncIterator[RedisPubSub]:
     """A :class:`RedisPubSub` connected to the Redis server at ``host:port``.
 
@@ -387,10 +414,14 @@ async def open_redis_pubsub(
     ``connect_timeout`` seconds raises :exc:`ConnectionError` (an
     :exc:`OSError`). Later disconnections are retried with a delay that
     doubles up to ``max_reconnect_delay`` seconds, and reported to
-    subscribers as a :class:`Gap`. Leaving the block disconnects.
+    subscribers as a :class:`Gap`. At most ``max_outbox`` messages wait to
+    be published (see :meth:`RedisPubSub.publish_nowait`). Leaving the block
+    disconnects.
 
     Needs the ``trio-websocket[redis]`` extra (coredis).
     """
+    if max_outbox < 1:
+        raise ValueError("max_outbox must be at least 1")
     if "://" in host:
         host, port, url_user, url_password, tls = parse_redis_url(host)
         username = url_user or username
@@ -414,6 +445,7 @@ async def open_redis_pubsub(
         address,
         connect_timeout=connect_timeout,
         max_reconnect_delay=max_reconnect_delay,
+        max_outbox=max_outbox,
     )
     async with background_nursery() as nursery:
         hub._nursery = nursery

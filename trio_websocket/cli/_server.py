@@ -284,7 +284,11 @@ async def _shared_chat(request: WebSocketRequest) -> None:
     group.add(ws)
     try:
         while True:
-            await hub.publish(CHAT_CHANNEL, await ws.get_message())
+            message = await ws.get_message()
+            try:  # no round trip to Redis per message; wait only when it lags
+                hub.publish_nowait(CHAT_CHANNEL, message)
+            except trio.WouldBlock:
+                await hub.publish(CHAT_CHANNEL, message)
     except ConnectionClosed:
         pass
     finally:
