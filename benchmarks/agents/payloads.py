@@ -30,7 +30,8 @@ def text_message(size: int) -> str:
 
 def binary_message(size: int) -> bytes:
     """A binary message of exactly ``size`` bytes (not compressible to nothing)."""
-    block = bytes(random.Random(size).randrange(256) for _ in range(4096))
+    # One generator for the whole block (one per byte made every byte equal).
+    block = random.Random(size).randbytes(4096)
     return (block * (size // len(block) + 1))[:size]
 
 
