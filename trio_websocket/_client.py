@@ -12,13 +12,16 @@ from typing import TYPE_CHECKING
 import trio
 from websockets.client import ClientProtocol
 from websockets.datastructures import Headers
-from websockets.exceptions import InvalidStatus
-from websockets.http11 import Response
+from websockets.exceptions import InvalidHandshake, InvalidStatus
+from websockets.extensions import Extension
+from websockets.headers import build_extension, build_subprotocol
+from websockets.http11 import Request, Response
+from websockets.protocol import Event
 from websockets.typing import Subprotocol
 from websockets.uri import WebSocketURI
 
 from ._connection import WebSocketConnection
-from ._engine import ClientEngine
+from ._engine import ClientEngine, open_directly
 from ._errors import (
     ConnectionRejected,
     ConnectionTimeout,
@@ -27,13 +30,23 @@ from ._errors import (
 )
 from ._handshake import (
     ENGINE_LOGGER,
+    Field,
     HeaderPairs,
+    accept_value,
     add_extra_headers,
+    as_headers,
+    direct_path_allowed,
+    fields_named,
     handshake_lost,
     header_pairs,
+    is_websocket_upgrade,
+    lists_upgrade,
+    only,
+    parse_head,
     peer_headers,
     receive_handshake,
-    send_pending,
+    receive_some,
+    split_head,
 )
 from ._proxy import (
     Proxy,
@@ -54,6 +67,7 @@ from ._settings import (
     configure,
 )
 from ._tcp import open_tcp
+from ._transport import transport_for
 from ._tunnel import open_tunnel
 from ._url import WebSocketURL, host_header, parse_url
 from ._version import __version__
@@ -521,6 +535,7 @@ async def client_handshake(
     On any failure, including cancellation, the stream is closed.
     """
     settings = config.settings
+    direct = direct_path_allowed()
     try:
         protocol = ClientEngine(
             WebSocketURI(False, host, 0, resource, ""),
@@ -531,34 +546,141 @@ async def client_handshake(
             logger=ENGINE_LOGGER,
             max_size=settings.engine_max_size,
         )
-        upgrade = protocol.connect()
-        del upgrade.headers["Host"]
-        upgrade.headers["Host"] = host
-        config.add_headers(upgrade.headers)
-        protocol.send_request(upgrade)
+        if direct:
+            request = _direct_request(protocol, host, resource, config)
+        else:
+            request = _engine_request(protocol, host, config)
         try:
-            await send_pending(stream, protocol)
+            await transport_for(stream).send_all(request)
         except trio.BrokenResourceError as exc:
             # Lost (e.g. reset) before the request went out: like a loss
             # while reading the response, a HandshakeError.
             raise handshake_lost(exc) from exc.__cause__ or exc
-        (response, *early_frames), _ = await receive_handshake(
-            stream, protocol, settings.receive_buffer_size
-        )
-        _check_response(protocol)
+        data = await receive_some(stream, settings.receive_buffer_size)
+        fields = _open_directly(protocol, data) if direct else None
+        early_frames: list[Event] = []
+        if fields is None:
+            (response, *early_frames), _ = await receive_handshake(
+                stream, protocol, settings.receive_buffer_size, received=data
+            )
+            _check_response(protocol)
+            assert isinstance(response, Response)
+            fields = list(header_pairs(response.headers))
     except BaseException:
         await trio.aclose_forcefully(stream)
         raise
-    assert isinstance(response, Response)
     connection = WebSocketConnection(
         stream,
         protocol,
         settings,
         path=resource,
-        handshake_headers=peer_headers(header_pairs(response.headers)),
+        handshake_headers=peer_headers(fields),
     )
     connection.start_background_tasks(nursery, early_frames)
     return connection
+
+
+def _engine_request(protocol: ClientProtocol, host: str, config: ClientConfig) -> bytes:
+    """The upgrade request as the engine makes it, with our headers."""
+    upgrade = protocol.connect()
+    del upgrade.headers["Host"]
+    upgrade.headers["Host"] = host
+    config.add_headers(upgrade.headers)
+    protocol.send_request(upgrade)
+    return b"".join(protocol.data_to_send())
+
+
+def _direct_request(
+    protocol: ClientProtocol, host: str, resource: str, config: ClientConfig
+) -> bytes:
+    """What :func:`_engine_request` makes, without the engine's help.
+
+    The engine's request holds its own ``Host`` header, which ours replaces
+    at the end of the engine's headers.
+    """
+    fields = [
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Key", protocol.key),
+        ("Sec-WebSocket-Version", "13"),
+    ]
+    if protocol.available_extensions is not None:
+        offers = [
+            (f.name, f.get_request_params()) for f in protocol.available_extensions
+        ]
+        fields.append(("Sec-WebSocket-Extensions", build_extension(offers)))
+    if protocol.available_subprotocols is not None:
+        offer = build_subprotocol(protocol.available_subprotocols)
+        fields.append(("Sec-WebSocket-Protocol", offer))
+    fields.append(("Host", host))
+    headers = Headers(fields)  # checks the values as the engine's would be
+    config.add_headers(headers)
+    return Request(resource, headers).serialize()
+
+
+# The response headers the direct path reads.
+_SWITCH_FIELDS = (
+    b"connection",
+    b"upgrade",
+    b"sec-websocket-accept",
+    b"sec-websocket-extensions",
+    b"sec-websocket-protocol",
+)
+
+
+def _open_directly(
+    protocol: ClientProtocol, data: bytes | bytearray
+) -> list[Field] | None:
+    """Open ``protocol`` on the 101 in ``data`` without the engine's parser.
+
+    Returns the response headers, or None (the engine decides) unless
+    ``data`` is exactly a complete 101 that the engine would accept.
+    """
+    split = split_head(data)
+    parsed = None if split is None or split[1] else parse_head(split[0])
+    if parsed is None:
+        return None
+    (version, status, _), fields = parsed
+    if version != b"HTTP/1.1" or status != b"101":
+        return None
+    negotiated = _negotiated(protocol, fields_named(fields, _SWITCH_FIELDS))
+    if negotiated is None:
+        return None
+    open_directly(protocol, *negotiated)
+    return fields
+
+
+def _negotiated(
+    protocol: ClientProtocol, found: dict[bytes, list[bytes]]
+) -> tuple[list[Extension], Subprotocol | None] | None:
+    """The extensions and subprotocol a 101 with these headers sets, if valid."""
+    connection, upgrade = only(found[b"connection"]), only(found[b"upgrade"])
+    accept = only(found[b"sec-websocket-accept"])
+    if (
+        connection is None
+        or not lists_upgrade(connection)
+        or upgrade is None
+        or not is_websocket_upgrade(upgrade)
+        or accept != accept_value(protocol.key.encode("ascii"))
+    ):
+        return None
+    extensions = found[b"sec-websocket-extensions"]
+    subprotocols = found[b"sec-websocket-protocol"]
+    try:
+        return (
+            protocol.process_extensions(
+                as_headers("Sec-WebSocket-Extensions", extensions)
+            )
+            if extensions
+            else [],
+            protocol.process_subprotocol(
+                as_headers("Sec-WebSocket-Protocol", subprotocols)
+            )
+            if subprotocols
+            else None,
+        )
+    except InvalidHandshake:
+        return None
 
 
 def _check_response(protocol: ClientProtocol) -> None:

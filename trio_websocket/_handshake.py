@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import email.utils
+import hashlib
 import logging
+import re
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -11,6 +17,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import InvalidHeaderValue
 from websockets.protocol import Event, Protocol
 
+from ._engine import CAN_OPEN_DIRECTLY, HEAD_LIMITS
 from ._errors import HandshakeError
 from ._transport import transport_for
 
@@ -141,12 +148,26 @@ def handshake_lost(exc: trio.BrokenResourceError) -> HandshakeError:
     return HandshakeError(f"connection lost during the handshake: {exc}")
 
 
+async def receive_some(
+    stream: trio.abc.Stream, receive_size: int | None
+) -> bytes | bytearray:
+    """One read of the handshake: ``b""`` at the end of the stream.
+
+    Raises :exc:`HandshakeError` if the connection broke.
+    """
+    try:
+        return await transport_for(stream).receive(receive_size)
+    except trio.BrokenResourceError as exc:
+        raise handshake_lost(exc) from exc.__cause__ or exc
+
+
 async def receive_handshake(
     stream: trio.abc.Stream,
     protocol: Protocol,
     receive_size: int | None,
     *,
     hold_frames: bool = False,
+    received: bytes | bytearray | None = None,
 ) -> tuple[list[Event], bytes]:
     """Read until the engine has parsed the peer's request or response.
 
@@ -156,17 +177,19 @@ async def receive_handshake(
     follows it is returned unparsed: a server must answer before it parses
     frames, or it would answer a ping ahead of its 101, fail on a bad frame
     without a close frame, and parse without the extensions its answer
-    negotiates. Raises :exc:`HandshakeError` when the data is not a valid
+    negotiates. ``received`` is what :func:`receive_some` already read, if
+    anything. Raises :exc:`HandshakeError` when the data is not a valid
     handshake message or the stream ends first; the engine has then queued
     whatever answer it wants to send.
     """
-    transport = transport_for(stream)
     head_end = _HeadEnd() if hold_frames else None
     while True:
-        try:
-            data = await transport.receive(receive_size)
-        except trio.BrokenResourceError as exc:
-            raise handshake_lost(exc) from exc.__cause__ or exc
+        data = (
+            received
+            if received is not None
+            else await receive_some(stream, receive_size)
+        )
+        received = None
         held = b""
         if data:
             if head_end is not None:
@@ -202,9 +225,142 @@ class _HeadEnd:
         return data[:cut], bytes(data[cut:])
 
 
-async def send_pending(stream: trio.abc.Stream, protocol: Protocol) -> None:
-    """Write whatever the engine queued during the handshake."""
-    data = b"".join(protocol.data_to_send())
-    if data:
-        await transport_for(stream).send_all(data)
+# -- The direct path ----------------------------------------------------------
+#
+# The common handshake, a complete and well-formed head in one read, is
+# parsed and answered here rather than by the engine's generator-based
+# parser and its Request, Response and Headers objects, which cost more
+# than the rest of the handshake. Anything else (a partial head, a line or
+# header the engine would refuse, anything unusual) is left to the engine,
+# which stays the reference: the direct path either gives the engine's
+# result or declines.
 
+# The engine's grammar of a header name and value (RFC 9110).
+_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
+_VALUE = re.compile(rb"[\x09\x20-\x7e\x80-\xff]*")
+_ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+Field = tuple[bytes, bytes]
+
+
+def direct_path_allowed() -> bool:
+    """Whether handshakes may take the direct path now.
+
+    Not while the engine's debug log is on: the engine logs what it parses
+    and sends, so it parses and sends.
+    """
+    return CAN_OPEN_DIRECTLY and not ENGINE_LOGGER.isEnabledFor(logging.DEBUG)
+
+
+def split_head(data: bytes | bytearray) -> tuple[bytes, bytes] | None:
+    """``data`` as a complete HTTP head (without its blank line) and the rest."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    return bytes(data[:end]), bytes(data[end + 4 :])
+
+
+def parse_head(head: bytes) -> tuple[list[bytes], list[Field]] | None:
+    """The start line's three parts and the headers, or None to decline.
+
+    Headers are ``(name, value)`` with lower-case names, values stripped,
+    in their order: what :func:`header_pairs` makes of the engine's parse.
+    Declines a head the engine would refuse or parse differently.
+    """
+    lines = head.split(b"\r\n")
+    max_line, max_headers = HEAD_LIMITS
+    if (
+        len(lines) - 1 > max_headers
+        or head.count(b"\n") != len(lines) - 1  # a bare LF, or CR
+        or head.count(b"\r") != len(lines) - 1
+        or max(map(len, lines)) + 2 > max_line
+    ):
+        return None
+    start = lines[0].split(b" ", 2)
+    if len(start) != 3:
+        return None
+    fields = []
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        value = value.strip(b" \t")
+        if not colon or not _TOKEN.fullmatch(name) or not _VALUE.fullmatch(value):
+            return None
+        fields.append((name.lower(), value))
+    return start, fields
+
+
+def fields_named(
+    fields: list[Field], names: Iterable[bytes]
+) -> dict[bytes, list[bytes]]:
+    """The values of the headers called ``names``, each in its order."""
+    found: dict[bytes, list[bytes]] = {name: [] for name in names}
+    for name, value in fields:
+        values = found.get(name)
+        if values is not None:
+            values.append(value)
+    return found
+
+
+def only(values: list[bytes]) -> bytes | None:
+    """The value of a header that must appear once; None otherwise."""
+    return values[0] if len(values) == 1 else None
+
+
+def lists_upgrade(connection: bytes) -> bool:
+    """Whether a ``Connection`` value is a plain token list with ``upgrade``.
+
+    A value with empty or malformed elements is not (the engine then
+    decides).
+    """
+    options = [option.strip(b" \t") for option in connection.split(b",")]
+    return all(_TOKEN.fullmatch(option) for option in options) and any(
+        option.lower() == b"upgrade" for option in options
+    )
+
+
+def is_websocket_upgrade(upgrade: bytes) -> bool:
+    """Whether an ``Upgrade`` value is ``websocket``, in any case."""
+    return upgrade.lower() == b"websocket"
+
+
+def valid_key(key: bytes) -> bool:
+    """Whether ``key`` is a ``Sec-WebSocket-Key``: 16 bytes in base64."""
+    try:
+        return len(base64.b64decode(key, validate=True)) == 16
+    except binascii.Error:
+        return False
+
+
+def accept_value(key: bytes) -> bytes:
+    """The ``Sec-WebSocket-Accept`` value that answers ``key`` (RFC 6455)."""
+    return base64.b64encode(hashlib.sha1(key + _ACCEPT_GUID).digest())
+
+
+def as_headers(name: str, values: list[bytes]) -> Headers:
+    """``values`` of the header ``name`` as the engine's ``Headers``."""
+    return Headers([(name, value.decode("latin-1")) for value in values])
+
+
+class _HttpDate:
+    """The ``Date`` header's value, formatted once a second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._text = ""
+
+    def __call__(self) -> str:
+        second = int(time.time())
+        if second != self._second:
+            self._second = second
+            self._text = email.utils.formatdate(second, usegmt=True)
+        return self._text
+
+
+#: The ``Date`` header's value now, as the engine writes it.
+http_date = _HttpDate()
+
+
+def serialize_head(start_line: str, fields: Iterable[tuple[str, str]]) -> bytes:
+    """An HTTP head, as the engine serializes its requests and responses."""
+    lines = "".join(f"{name}: {value}\r\n" for name, value in fields)
+    return f"{start_line}\r\n{lines}\r\n".encode("iso-8859-1")

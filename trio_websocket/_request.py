@@ -8,25 +8,38 @@ from typing import TYPE_CHECKING
 
 import trio
 from websockets.datastructures import Headers
-from websockets.exceptions import InvalidHeader, InvalidUpgrade
+from websockets.exceptions import InvalidHandshake, InvalidHeader, InvalidUpgrade
+from websockets.extensions import Extension
 from websockets.headers import parse_subprotocol
 from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
 from ._connection import WebSocketConnection
-from ._engine import ServerEngine
+from ._engine import ServerEngine, open_directly
 from ._errors import CloseReason, ConnectionClosed, HandshakeError
 from ._handshake import (
     ENGINE_LOGGER,
     HeaderPairs,
     PackedHeaders,
+    accept_value,
     add_extra_headers,
+    as_headers,
+    direct_path_allowed,
+    fields_named,
     header_pairs,
+    http_date,
+    is_websocket_upgrade,
+    lists_upgrade,
+    only,
+    parse_head,
     peer_headers,
     put_extra_headers_first,
     receive_handshake,
-    send_pending,
+    receive_some,
+    serialize_head,
+    split_head,
+    valid_key,
 )
 from ._head import HeadTooLarge, limit_head
 from ._settings import (
@@ -37,6 +50,7 @@ from ._settings import (
     Settings,
     configure,
 )
+from ._transport import transport_for
 from ._url import Endpoint, stream_endpoint
 
 if TYPE_CHECKING:
@@ -47,6 +61,19 @@ if TYPE_CHECKING:
 _LINGER_SECONDS = 1.0
 _LINGER_BYTES = 2**16
 _VERSION_HEADER = "Sec-WebSocket-Version"
+_SWITCHING = "HTTP/1.1 101 Switching Protocols"
+
+
+class DirectAnswer:
+    """The 101 the direct path prepared, and what it negotiated."""
+
+    __slots__ = ("extensions", "fields")
+
+    def __init__(
+        self, fields: list[tuple[str, str]], extensions: list[Extension]
+    ) -> None:
+        self.fields = fields
+        self.extensions = extensions
 
 
 class WebSocketRequest:
@@ -62,17 +89,19 @@ class WebSocketRequest:
         nursery: trio.Nursery,
         stream: trio.abc.Stream,
         protocol: ServerProtocol,
-        request: Request,
-        response: Response | None,
+        start: tuple[str, str],
+        headers: PackedHeaders,
+        response: Response | DirectAnswer | None,
         early_data: bytes,
         settings: Settings,
     ) -> None:
         self._nursery = nursery
         self._stream = stream
         self._protocol = protocol
-        self._method, self._path = request.method, request.path
-        self._headers = PackedHeaders(header_pairs(request.headers))
-        self._response = response  # dropped once sent
+        self._method, self._path = start
+        self._headers = headers
+        # The engine's 101, or the direct path's; dropped once sent.
+        self._response = response
         self._is_upgrade = response is not None
         self._early_data = early_data  # what the client sent behind its request
         self._settings = settings
@@ -152,15 +181,18 @@ class WebSocketRequest:
             raise RuntimeError("a plain HTTP request cannot be accepted")
         if subprotocol is not None and subprotocol not in self.proposed_subprotocols:
             raise ValueError(f"the client did not offer subprotocol {subprotocol!r}")
-        response.headers = put_extra_headers_first(response.headers, extra_headers)
-        if subprotocol is not None:
-            response.headers["Sec-WebSocket-Protocol"] = subprotocol
-            self._protocol.subprotocol = Subprotocol(subprotocol)
+        if isinstance(response, DirectAnswer):
+            answer = _direct_answer(
+                self._protocol, response, subprotocol, extra_headers
+            )
+        else:
+            answer = _engine_answer(
+                self._protocol, response, subprotocol, extra_headers
+            )
         self._answered = True
-        self._protocol.send_response(response)
         self._response, self._early_data = None, b""
         try:
-            await send_pending(self._stream, self._protocol)
+            await transport_for(self._stream).send_all(answer)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             await trio.aclose_forcefully(self._stream)
             raise ConnectionClosed(CloseReason(1006, "lost during handshake")) from exc
@@ -227,6 +259,42 @@ def set_path_params(request: WebSocketRequest, params: dict[str, str]) -> None:
     request._path_params = params
 
 
+def _engine_answer(
+    protocol: ServerProtocol,
+    response: Response,
+    subprotocol: str | None,
+    extra_headers: HeaderPairs | None,
+) -> bytes:
+    """The engine's 101 with the application's choices; the engine opens."""
+    response.headers = put_extra_headers_first(response.headers, extra_headers)
+    if subprotocol is not None:
+        response.headers["Sec-WebSocket-Protocol"] = subprotocol
+        protocol.subprotocol = Subprotocol(subprotocol)
+    protocol.send_response(response)
+    return b"".join(protocol.data_to_send())
+
+
+def _direct_answer(
+    protocol: ServerProtocol,
+    answer: DirectAnswer,
+    subprotocol: str | None,
+    extra_headers: HeaderPairs | None,
+) -> bytes:
+    """What :func:`_engine_answer` makes of the direct path's 101."""
+    fields = answer.fields
+    if extra_headers:
+        merged = put_extra_headers_first(Headers(fields), extra_headers)
+        fields = list(merged.raw_items())
+    if subprotocol is not None:
+        fields.append(("Sec-WebSocket-Protocol", subprotocol))
+    open_directly(
+        protocol,
+        answer.extensions,
+        None if subprotocol is None else Subprotocol(subprotocol),
+    )
+    return serialize_head(_SWITCHING, fields)
+
+
 def _asks_for_upgrade(request: Request) -> bool:
     upgrade = ",".join(request.headers.get_all("Upgrade"))
     return "websocket" in upgrade.lower()
@@ -263,12 +331,19 @@ async def read_request(
         max_size=settings.engine_max_size,
         logger=ENGINE_LOGGER,
     )
+    limited = limit_head(stream, max_request_line, max_header_size)
     try:
+        data = await receive_some(limited, settings.receive_buffer_size)
+        if direct_path_allowed():
+            direct = _read_directly(nursery, stream, protocol, data, settings)
+            if direct is not None:
+                return direct
         (request,), early_data = await receive_handshake(
-            limit_head(stream, max_request_line, max_header_size),
+            limited,
             protocol,
             settings.receive_buffer_size,
             hold_frames=True,
+            received=data,
         )
     except HeadTooLarge as exc:
         protocol.send_response(protocol.reject(exc.status_code, f"{exc}\n"))
@@ -279,15 +354,116 @@ async def read_request(
         raise
     assert isinstance(request, Request)
     response = protocol.accept(request)
+    start = (request.method, request.path)
+    headers = PackedHeaders(header_pairs(request.headers))
     if plain_http and not _asks_for_upgrade(request):
-        return WebSocketRequest(nursery, stream, protocol, request, None, b"", settings)
+        return WebSocketRequest(
+            nursery, stream, protocol, start, headers, None, b"", settings
+        )
     if response.status_code != 101:
         protocol.send_response(_refusal(protocol, response))
         await _send_and_close(stream, protocol)
         raise HandshakeError(f"invalid upgrade request: {protocol.handshake_exc}")
     return WebSocketRequest(
-        nursery, stream, protocol, request, response, early_data, settings
+        nursery, stream, protocol, start, headers, response, early_data, settings
     )
+
+
+# The request headers the direct path reads.
+_UPGRADE_FIELDS = (
+    b"connection",
+    b"upgrade",
+    b"sec-websocket-key",
+    b"sec-websocket-version",
+    b"origin",
+    b"sec-websocket-extensions",
+    b"sec-websocket-protocol",
+    b"content-length",
+    b"transfer-encoding",
+)
+
+
+def _read_directly(
+    nursery: trio.Nursery,
+    stream: trio.abc.Stream,
+    protocol: ServerProtocol,
+    data: bytes | bytearray,
+    settings: Settings,
+) -> WebSocketRequest | None:
+    """The request in ``data`` read without the engine, if it is a common one.
+
+    None (the engine decides) unless ``data`` holds a complete, valid
+    upgrade request that the engine would accept, with nothing unusual:
+    frames sent right behind the request are unusual.
+    """
+    split = split_head(data)
+    parsed = None if split is None or split[1] else parse_head(split[0])
+    if parsed is None:
+        return None
+    (method, target, version), fields = parsed
+    if method != b"GET" or version != b"HTTP/1.1" or not target.isascii():
+        return None
+    answer = _direct_101(protocol, fields_named(fields, _UPGRADE_FIELDS))
+    if answer is None:
+        return None
+    return WebSocketRequest(
+        nursery,
+        stream,
+        protocol,
+        ("GET", target.decode("ascii")),
+        PackedHeaders(fields),
+        answer,
+        b"",
+        settings,
+    )
+
+
+def _direct_101(
+    protocol: ServerProtocol, found: dict[bytes, list[bytes]]
+) -> DirectAnswer | None:
+    """The engine's answer to an upgrade request with these headers, or None.
+
+    None when it would not be a 101, or might not be the same.
+    """
+    connection, upgrade = only(found[b"connection"]), only(found[b"upgrade"])
+    key, version = only(found[b"sec-websocket-key"]), found[b"sec-websocket-version"]
+    if (
+        connection is None
+        or not lists_upgrade(connection)
+        or upgrade is None
+        or not is_websocket_upgrade(upgrade)
+        or key is None
+        or not valid_key(key)
+        or version != [b"13"]
+        or len(found[b"origin"]) > 1
+        or found[b"content-length"]
+        or found[b"transfer-encoding"]
+    ):
+        return None
+    fields = [
+        ("Date", http_date()),
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Accept", accept_value(key).decode("ascii")),
+    ]
+    extensions: list[Extension] = []
+    try:
+        if found[b"sec-websocket-extensions"]:
+            offer = as_headers(
+                "Sec-WebSocket-Extensions", found[b"sec-websocket-extensions"]
+            )
+            answer, extensions = protocol.process_extensions(offer)
+            if answer is not None:
+                fields.append(("Sec-WebSocket-Extensions", answer))
+        if found[b"sec-websocket-protocol"]:
+            offer = as_headers(
+                "Sec-WebSocket-Protocol", found[b"sec-websocket-protocol"]
+            )
+            if protocol.process_subprotocol(offer) is not None:
+                return None  # the application chooses, in accept()
+    except InvalidHandshake:
+        return None
+    return DirectAnswer(fields, extensions)
 
 
 def _refusal(protocol: ServerProtocol, response: Response) -> Response:
