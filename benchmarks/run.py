@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness.agents import PEERS
-from harness.envs import BENCH_DIR, ENVS, ensure
+from harness.envs import BENCH_DIR, ENVS, REPO_DIR, ensure
 from harness.orchestrate import (
     MODES,
     Measurement,
@@ -69,6 +69,26 @@ def machine() -> str:
     except OSError:
         pass
     return f"{platform.system()} {platform.release()}, {model}, {os.cpu_count()} CPUs"
+
+
+def source() -> str:
+    """The commit the library is measured at, and whether its files differ."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=REPO_DIR, capture_output=True, text=True, timeout=30
+        ).stdout.strip()
+
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--", "trio_websocket")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if not head:
+        return "unknown"
+    return f"commit {head}" + (
+        " with uncommitted changes in trio_websocket/" if dirty else ""
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -118,6 +138,7 @@ def main(argv: list[str]) -> int:
         "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
         "duration": duration,
         "machine": machine(),
+        "source": source(),
         "versions": versions,
         "builds": builds,
         "settings": dataclasses.asdict(settings),

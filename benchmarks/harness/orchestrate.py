@@ -9,9 +9,11 @@ differs.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .agents import PEERS, Agent, PeerSpec, fixed_agent, peer_agent
@@ -107,12 +109,28 @@ def measure_memory(
     return traced, {"rss_kib": rss}
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time used so far by every thread of process ``pid`` (Linux; 0
+    elsewhere)."""
+    total = 0
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError, IndexError, ValueError):  # it ended
+                total += int((task / "schedstat").read_text().split()[0])
+    return total / 1e9
+
+
 def measure(
     run: ModeRun, peer: PeerSpec, scenario: Scenario, settings: Settings
 ) -> tuple[float, dict[str, Any]]:
+    """One measurement; its result also tells the CPU time the process under
+    test used per operation (``cpu_us``), which the machine's other load
+    disturbs far less than a rate."""
     if scenario.workload == "memory":
         return measure_memory(run, peer, scenario, settings)
     driver = run.fixed if run.mode == "server" else run.peers[peer.key]
+    under_test = run.peers[peer.key].pid
+    before = cpu_seconds(under_test)
     reply = driver.call(
         "run",
         workload=scenario.workload,
@@ -121,6 +139,8 @@ def measure(
         **_target(run, peer, scenario.compression),
     )
     result: dict[str, Any] = reply["result"]
+    if result.get("count"):
+        result["cpu_us"] = (cpu_seconds(under_test) - before) * 1e6 / result["count"]
     return result[scenario.metric], result
 
 

@@ -240,6 +240,8 @@ def markdown(results: list[Measurement], meta: dict[str, Any]) -> str:
             "within a run (the ratios), not across runs.",
         ),
         "",
+        f"This library: {meta.get('source', 'unknown')} (the working tree).",
+        "",
         "Versions: "
         + "; ".join(f"{LABELS.get(k, k)}: {v}" for k, v in meta["versions"].items())
         + ".",
@@ -281,9 +283,10 @@ def markdown(results: list[Measurement], meta: dict[str, Any]) -> str:
             mode,
             [*peers, *references],
             ("mixed4", "mixed4_deflate"),
-            ("mib_per_s",),
-            "{:.1f}",
-            "Mixed workload: payload MiB/s one way (median over repeats):",
+            ("mib_per_s", "cpu_us"),
+            "{:.0f}",
+            "Mixed workload (median over repeats): payload MiB/s one way / CPU µs"
+            " per echo in the process under test (steadier than rates here):",
         )
         if references:
             lines += [
