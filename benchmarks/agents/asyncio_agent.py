@@ -140,6 +140,9 @@ async def main(peer_name: str) -> None:
         send_reply(reply)
     if agent.held is not None:
         await agent.held.aclose()
+    close = getattr(peer, "aclose", None)  # a client session, for one
+    if close is not None:
+        await close()
     send_reply({"ok": True, "bye": True})
 
 

@@ -43,6 +43,13 @@ class AiohttpPeer:
             )
         return self._session
 
+    async def aclose(self) -> None:
+        """Close the client session and the servers (the agent is quitting)."""
+        if self._session is not None:
+            await self._session.close()
+        for runner in self._runners:
+            await runner.cleanup()
+
     @asynccontextmanager
     async def connect(
         self, host: str, port: int, *, compression: bool
