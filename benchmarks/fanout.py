@@ -43,7 +43,6 @@ from functools import partial
 from pathlib import Path
 
 import trio
-
 from trio_websocket import (
     ConnectionClosed,
     Endpoint,
