@@ -71,28 +71,29 @@ def frames(draw: st.DrawFn, *, masked: bool, deflate_on: bool = False) -> bytes:
 
 
 @st.composite
-def fragmented_message(draw: st.DrawFn, *, masked: bool) -> bytes:
-    """A valid message cut into fragments, maybe with pings between them."""
+def fragmented_message(draw: st.DrawFn, *, masked: bool) -> list[bytes]:
+    """A message cut into fragments, maybe with pings between them: frames."""
     text = draw(st.booleans())
     data = draw(_texts if text else st.binary(max_size=60))
     cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=4)))
     parts = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
-    out = b""
+    out: list[bytes] = []
     for i, part in enumerate(parts):
         key = draw(st.binary(min_size=4, max_size=4)) if masked else None
         if i and draw(st.integers(0, 3)) == 0:
-            out += wire_frame(PING, b"between", key=key)
+            out.append(wire_frame(PING, b"between", key=key))
         opcode = CONT if i else TEXT if text else BINARY
-        out += wire_frame(opcode, part, fin=i == len(parts) - 1, key=key)
+        out.append(wire_frame(opcode, part, fin=i == len(parts) - 1, key=key))
     return out
 
 
-def streams(*, masked: bool, deflate_on: bool = False) -> st.SearchStrategy[bytes]:
-    """What a peer sends after the handshake, joined into one byte string."""
+def pieces(*, masked: bool, deflate_on: bool = False) -> st.SearchStrategy[list[bytes]]:
+    """What a peer sends after the handshake: frames, fragmented messages and
+    garbage too short to hold a frame and more."""
     piece = st.one_of(
-        *[frames(masked=masked, deflate_on=deflate_on)] * 5,
+        *[frames(masked=masked, deflate_on=deflate_on).map(lambda f: [f])] * 5,
         fragmented_message(masked=masked),
-        st.binary(min_size=1, max_size=12),
+        st.binary(min_size=1, max_size=3).map(lambda b: [b]),
         st.sampled_from(
             [
                 b"\x82\xff" + b"\x7f" + b"\xff" * 7,  # a 64-bit length, MSB set
@@ -100,9 +101,14 @@ def streams(*, masked: bool, deflate_on: bool = False) -> st.SearchStrategy[byte
                 b"\x81\xfe\xff\xff",
                 b"\x88\x80",
             ]
-        ),
+        ).map(lambda b: [b]),
     )
-    return st.lists(piece, max_size=6).map(b"".join)
+    return st.lists(piece, max_size=6).map(lambda ps: [f for p in ps for f in p])
+
+
+def streams(*, masked: bool, deflate_on: bool = False) -> st.SearchStrategy[bytes]:
+    """:func:`pieces` joined into one byte string."""
+    return pieces(masked=masked, deflate_on=deflate_on).map(b"".join)
 
 
 def splits(data: bytes) -> st.SearchStrategy[list[bytes]]:

@@ -472,7 +472,7 @@ async def test_server_buffers_little_for_a_client_that_never_reads(
             ) as ws,
             trio.open_nursery() as sending,
         ):
-            sent = await flood_until_stalled(
+            await flood_until_stalled(
                 sending, partial(ws.send_message, message), FLOOD_MESSAGES, server
             )
             (connection,) = server.connections
@@ -480,7 +480,8 @@ async def test_server_buffers_little_for_a_client_that_never_reads(
             # Of what it has read, the server holds one message in the
             # echo handler (blocked in send_message), one in the queue
             # (message_queue_size=1) and the reader part of the next one:
-            # all the rest of the flood waits in the kernel.
+            # all the rest of the flood waits in the kernel (which, with
+            # small socket buffers, may hold only the message being sent).
             assert stats.messages_received - stats.messages_sent <= 2
             assert stats.queue_depth <= 1
             assert stats.queued_bytes <= FLOOD_SIZE
@@ -488,7 +489,6 @@ async def test_server_buffers_little_for_a_client_that_never_reads(
             assert stats.wire_bytes_received < (
                 (stats.messages_received + 1) * wire_size
             )
-            assert stats.messages_received < sent
             # Others are served while this client stays stuck.
             await serves_a_normal_client(transport, server.port)
             flood.cancel()  # leave without the closing handshake

@@ -18,15 +18,31 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pytest
-from frame_strategies import LIMIT, splits, streams
+import trio
+import trio.testing
+from frame_strategies import LIMIT, pieces, splits, streams
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from raw_peer import BINARY, CONT, PING, TEXT, wire_frame
+from raw_peer import (
+    BINARY,
+    CONT,
+    PING,
+    TEXT,
+    upgrade_request,
+    upgrade_response,
+    wire_frame,
+)
 from websockets.frames import Frame, Opcode
 from websockets.protocol import OPEN, Protocol
 from websockets.uri import parse_uri
 
-from trio_websocket import _frames
+from trio_websocket import (
+    ConnectionClosed,
+    _frames,
+    wrap_client_stream,
+    wrap_server_stream,
+)
+from trio_websocket._connection import WebSocketConnection
 from trio_websocket._engine import ClientEngine, ServerEngine
 from trio_websocket._frames import (
     CONTROL,
@@ -36,7 +52,7 @@ from trio_websocket._frames import (
     FrameReader,
     encode_frame,
 )
-from trio_websocket._settings import Settings
+from trio_websocket._settings import Compression, Settings
 
 KEY = b"\x01\x02\x03\x04"
 LIMITS = Settings(max_message_size=LIMIT, compression=None)
@@ -274,3 +290,156 @@ def test_the_codec_frames_as_the_engine_does(data: st.DataObject, server: bool) 
     stream = data.draw(streams(masked=server))
     chunks = data.draw(splits(stream))
     assert by_codec(server, chunks) == by_engine(server, chunks)
+
+
+# -- Differential: whole connections, with our codec and without -------------
+
+DEFLATE = "permessage-deflate; client_max_window_bits"
+
+
+@dataclass
+class Seen:
+    """What the application got, then the close code, then what we answered."""
+
+    messages: list[str | bytes] = field(default_factory=list)
+    code: int | None = None
+    answers: list[tuple[int, bytes]] = field(default_factory=list)
+
+
+async def collect_messages(ws: object, seen: Seen) -> None:
+    assert isinstance(ws, WebSocketConnection)
+    try:
+        while True:
+            seen.messages.append(await ws.get_message())
+    except ConnectionClosed as exc:
+        seen.code = exc.reason.code if exc.reason else None
+
+
+async def head_of(stream: trio.abc.ReceiveStream) -> tuple[bytes, bytes]:
+    """The HTTP head the peer sent, and what came after it."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += await stream.receive_some()
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return head + b"\r\n\r\n", rest
+
+
+async def send_and_read(
+    raw: trio.abc.HalfCloseableStream,
+    writes: Sequence[bytes],
+    rest: bytes,
+    one_read_each: bool,
+) -> bytes:
+    """Send ``writes`` then EOF; return everything our side sent."""
+    try:
+        for data in writes:
+            await raw.send_all(data)
+            if one_read_each:  # our side has read it before the next
+                await trio.testing.wait_all_tasks_blocked()
+        await raw.send_eof()
+    except trio.BrokenResourceError:
+        pass  # failed and closed by our side
+    while received := await raw.receive_some():
+        rest += received
+    return rest
+
+
+async def drive(
+    server: bool,
+    writes: Sequence[bytes],
+    compression: Compression,
+    one_read_each: bool,
+) -> Seen:
+    """Our server (or client) on one side, a raw peer sending ``writes``."""
+    raw, ours = trio.testing.memory_stream_pair()
+    seen = Seen()
+    offer = f"Sec-WebSocket-Extensions: {DEFLATE}\r\n" if compression else ""
+    async with trio.open_nursery() as nursery:
+
+        async def run_ours() -> None:
+            if server:
+                request = await wrap_server_stream(
+                    nursery, ours, max_message_size=LIMIT, compression=compression
+                )
+                ws = await request.accept()
+            else:
+                ws = await wrap_client_stream(
+                    nursery,
+                    ours,
+                    "localhost",
+                    "/",
+                    max_message_size=LIMIT,
+                    compression=compression,
+                )
+            await collect_messages(ws, seen)
+
+        nursery.start_soon(run_ours)
+        if server:
+            await raw.send_all(upgrade_request(extra=offer))
+            _, rest = await head_of(raw)
+        else:
+            request, rest = await head_of(raw)
+            response = upgrade_response(request)
+            if compression:
+                extension = b"Sec-WebSocket-Extensions: permessage-deflate\r\n"
+                response = response[:-2] + extension + b"\r\n"
+            await raw.send_all(response)
+        wire = await send_and_read(raw, writes, rest, one_read_each)
+    seen.answers = [
+        (opcode, payload) for opcode, payload, _ in parse_answers(wire, server)
+    ]
+    return seen
+
+
+def parse_answers(wire: bytes, server: bool) -> list[tuple[int, bytes, bool]]:
+    """The frames our side wrote (masked by a client), parsed by the engine."""
+    engine = Protocol(_CLIENT if server else _SERVER, max_size=None)
+    engine.receive_data(wire)
+    return [
+        (int(e.opcode), bytes(e.data), e.fin)
+        for e in engine.events_received()
+        if isinstance(e, Frame)
+    ]
+
+
+def run(
+    server: bool,
+    writes: list[bytes],
+    compression: Compression,
+    *,
+    engine_frames: bool,
+    one_read_each: bool = False,
+) -> Seen:
+    _frames.ENGINE_FRAMES = engine_frames
+    try:
+        return trio.run(drive, server, writes, compression, one_read_each)
+    finally:
+        _frames.ENGINE_FRAMES = False
+
+
+@settings(max_examples=max(40, settings().max_examples), deadline=None)
+@given(
+    data=st.data(),
+    server=st.booleans(),
+    compression=st.sampled_from(["deflate", None]),
+)
+def test_connections_behave_the_same_with_our_codec(
+    data: st.DataObject, server: bool, compression: Compression
+) -> None:
+    """Our codec, whatever the reads, against the engine alone.
+
+    The engine parses a whole read before the connection sees any of its
+    frames, so when a read holds a message we refuse (bad UTF-8, too big)
+    followed by a frame the engine fails on, the engine's close code wins
+    over ours, although its frame came second. Our codec handles frames in
+    order; so it is compared with the engine reading one piece at a time.
+    With permessage-deflate the engine frames everything either way.
+    """
+    sent = data.draw(pieces(masked=server, deflate_on=compression is not None))
+    writes = data.draw(splits(b"".join(sent)))
+    ours = run(server, writes, compression, engine_frames=False)
+    if compression is None:
+        engine = run(server, sent, None, engine_frames=True, one_read_each=True)
+    else:
+        engine = run(server, writes, compression, engine_frames=True)
+    assert ours == engine

@@ -74,6 +74,7 @@ from trio_websocket import (
     wrap_client_stream,
     wrap_server_stream,
 )
+from trio_websocket._engine import between_frames
 from trio_websocket._settings import Compression, Settings
 
 # -- Budget ------------------------------------------------------------------
@@ -299,34 +300,60 @@ class _Messages:
 
 
 def oracle_outcome(protocol: Protocol, chunks: Sequence[bytes]) -> Outcome:
-    """Feed ``chunks`` (b"" for the end of the stream) to the engine."""
+    """Feed ``chunks`` (b"" for the end of the stream) to the engine.
+
+    The engine parses a whole chunk before the message layer sees its
+    frames, so a frame the engine fails on can overtake a message refused
+    before it. Where our connection parses frames itself (no extension, and
+    the handshake's chunk ended between frames, outside a message), it
+    handles them in order: the oracle then feeds the engine byte by byte.
+    """
     layer = _Messages()
+    in_order = False
     for chunk in chunks:
-        if chunk:
-            protocol.receive_data(chunk)
-        else:
-            protocol.receive_eof()
-        failed = False
-        for item in protocol.events_received():
-            if isinstance(item, Request):
-                assert isinstance(protocol, ServerProtocol)
-                protocol.send_response(protocol.accept(item))
-            elif isinstance(item, Frame) and item.opcode in (
-                Opcode.TEXT,
-                Opcode.BINARY,
-                Opcode.CONT,
-            ):
-                code = layer.feed(item)
-                if code is not None:
-                    protocol.fail(code)
-                    failed = True
-                    break
-        protocol.data_to_send()
-        if failed:
+        opening = protocol.state is State.CONNECTING
+        pieces = [chunk[i : i + 1] for i in range(len(chunk))] if in_order else []
+        if any(_feed(protocol, layer, piece) for piece in pieces or [chunk]):
             break
+        if opening and protocol.state is State.OPEN:
+            in_order = not protocol.extensions and _between_messages(protocol)
     received, sent = protocol.close_rcvd, protocol.close_sent
     code = received.code if received else sent.code if sent else 1006
     return Outcome(layer.messages, code)
+
+
+def _between_messages(protocol: Protocol) -> bool:
+    """Whether the engine waits for a frame, with no message in progress."""
+    return (
+        not protocol.reader.buffer
+        and between_frames(protocol.parser)
+        and protocol.current_size is None
+    )
+
+
+def _feed(protocol: Protocol, layer: _Messages, data: bytes) -> bool:
+    """Feed ``data`` (b"" for the end); True if the layer failed the engine."""
+    if data:
+        protocol.receive_data(data)
+    else:
+        protocol.receive_eof()
+    failed = False
+    for item in protocol.events_received():
+        if isinstance(item, Request):
+            assert isinstance(protocol, ServerProtocol)
+            protocol.send_response(protocol.accept(item))
+        elif isinstance(item, Frame) and item.opcode in (
+            Opcode.TEXT,
+            Opcode.BINARY,
+            Opcode.CONT,
+        ):
+            code = layer.feed(item)
+            if code is not None:
+                protocol.fail(code)
+                failed = True
+                break
+    protocol.data_to_send()
+    return failed
 
 
 def oracle_server(compression: Compression) -> OracleServer:

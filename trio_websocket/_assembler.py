@@ -1,11 +1,12 @@
 """Turn data frames into messages and fragments, validating text on arrival.
 
-The engine hands us frames and already enforces the order of continuation
-frames. What is left for us: the exact size limits (the engine's leave
-room for control frames, see :attr:`Settings.engine_max_size`), the cap on
-frames per message, decoding text, and checking that it is UTF-8 fragment
-by fragment, so that a peer cannot make us buffer a whole invalid message
-before we notice (close code 1007).
+Our codec (:mod:`._frames`) or the engine hands us data frames and already
+enforces the order of continuation frames. What is left for us: the exact
+size limits (the engine's leave room for control frames, see
+:attr:`Settings.engine_max_size`), the cap on frames per message, decoding
+text, and checking that it is UTF-8 fragment by fragment, so that a peer
+cannot make us buffer a whole invalid message before we notice (close code
+1007).
 
 A message in a single frame becomes a ``str`` or ``bytes``; each frame of a
 fragmented message becomes a :class:`~._queue.Fragment`, which the
@@ -23,8 +24,8 @@ import math
 from collections.abc import Callable
 from typing import cast
 
-from websockets.frames import Frame, Opcode
-
+from ._frames import CONT, TEXT
+from ._iterators import BytesLike
 from ._queue import Fragment, Item, Message
 from ._settings import Settings
 
@@ -56,29 +57,29 @@ class Assembler:
         # Set while a fragmented text message is in progress.
         self._decoder: codecs.IncrementalDecoder | None = None
 
-    def feed(self, frame: Frame) -> Item:
-        """Decode a data frame into a whole message or a fragment.
+    def feed(self, opcode: int, data: BytesLike, fin: bool) -> Item:
+        """Decode a data frame (its opcode, payload and FIN bit) into a whole
+        message or a fragment.
 
         Raises :exc:`InvalidMessage` for a message or frame over the size
         limits or a message in too many frames (1009), and as soon as text
         cannot be valid UTF-8 (1007).
         """
-        opcode = frame.opcode
-        if opcode is not Opcode.CONT:
+        if opcode != CONT:
             self._size = self._frames = 0
-        self._check_limits(len(frame.data))
-        if opcode is not Opcode.CONT:
-            if frame.fin:
+        self._check_limits(len(data))
+        if opcode != CONT:
+            if fin:
                 # The common case: a message in a single frame.
-                return _whole(frame)
-            self._decoder = _utf8_decoder() if opcode is Opcode.TEXT else None
+                return _whole(opcode, data)
+            self._decoder = _utf8_decoder() if opcode == TEXT else None
         if self._decoder is None:
-            return Fragment(bytes(frame.data), frame.fin)
+            return Fragment(bytes(data), fin)
         try:
-            text = self._decoder.decode(frame.data, frame.fin)
+            text = self._decoder.decode(data, fin)
         except UnicodeDecodeError as exc:
             raise _invalid_text(exc) from None
-        return Fragment(text, frame.fin)
+        return Fragment(text, fin)
 
     def _check_limits(self, size: int) -> None:
         self._size += size
@@ -115,13 +116,13 @@ class MessageBuffer:
         return self._value()
 
 
-def _whole(frame: Frame) -> str | bytes:
-    if frame.opcode is Opcode.TEXT:
+def _whole(opcode: int, data: BytesLike) -> str | bytes:
+    if opcode == TEXT:
         try:
-            return bytes(frame.data).decode()
+            return str(data, "utf-8")
         except UnicodeDecodeError as exc:
             raise _invalid_text(exc) from None
-    return bytes(frame.data)
+    return bytes(data)
 
 
 def _invalid_text(exc: UnicodeDecodeError) -> InvalidMessage:

@@ -1,7 +1,13 @@
 """An open WebSocket connection: the Trio side of the engine.
 
 The engine (``websockets.protocol.Protocol``) turns bytes into frames and
-frames into bytes. This module owns everything that involves time and tasks:
+frames into bytes. On a connection without extensions our own codec
+(:mod:`._frames`) does that for data frames, the hot path: it parses the
+input and hands the engine each control frame as raw bytes, and frames
+single-frame messages itself. The engine keeps the rest: control frames,
+the closing handshake, compression, and all the input once a close frame
+came or the connection failed. This module owns everything that involves
+time and tasks:
 
 * one background *reader* task per connection reads the network, feeds the
   engine, writes what the engine answers (pongs, close frames) and queues
@@ -95,6 +101,7 @@ from websockets.exceptions import ProtocolError
 from websockets.frames import Close, Opcode
 from websockets.protocol import OPEN, SEND_EOF, Protocol, Side
 
+from . import _frames
 from ._assembler import Assembler, InvalidMessage, MessageBuffer
 from ._engine import (
     CAN_QUEUE_FRAMES,
@@ -105,6 +112,7 @@ from ._engine import (
     track_frame_sizes,
 )
 from ._errors import CloseReason, ConnectionClosed
+from ._frames import CONTROL, DATA, FAILED, NEED_DATA, FrameReader
 from ._handshake import PackedHeaders
 from ._iterators import BytesLike, Chunks, Fragments, Messages, chunk_iterator
 from ._keepalive import keep_alive
@@ -160,8 +168,11 @@ class WebSocketConnection(trio.abc.AsyncResource):
         self._stream = stream
         self._transport = transport_for(stream)
         self._read_size = settings.receive_buffer_size or _DEFAULT_READ
-        release_handshake(protocol)
+        between_frames = release_handshake(protocol)
         self._engine_input = track_frame_sizes(protocol)
+        # Our codec parses the input while it can (see _frames); None when
+        # the engine frames everything, or has taken over.
+        self._frames = _frame_reader(protocol, settings) if between_frames else None
         self._protocol = protocol
         self._settings = settings
         self._path = path
@@ -204,6 +215,8 @@ class WebSocketConnection(trio.abc.AsyncResource):
         """
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("%s: open, %s %s", self, self.remote, self._path)
+        if _ends_inside_a_message(early_events):
+            self._frames = None  # the engine is counting that message
         nursery.start_soon(self._reader_task, early_events)
         if self._settings.ping_interval is not None:
             timeout = self._settings.ping_timeout or self._settings.ping_interval
@@ -740,13 +753,60 @@ class WebSocketConnection(trio.abc.AsyncResource):
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             data = b""
         self._counters.wire_bytes_received += len(data)
+        frames = self._frames
+        if data and frames is not None:
+            frames.feed(data)
+            self._parse_frames(frames)
+            self._size_next_read()
+            return
         if data:
             self._protocol.receive_data(data)
         else:
             self._input_ended = True
+            if frames is not None:
+                self._hand_input_to_engine(frames)
             self._protocol.receive_eof()
         self._size_next_read()
         self._handle_events(self._protocol.events_received())
+
+    def _parse_frames(self, frames: FrameReader) -> None:
+        """Handle the frames our codec finds; control frames go to the engine."""
+        protocol = self._protocol
+        while True:
+            kind = frames.next_frame()
+            if kind == DATA:
+                self._receive_data_frame(frames.opcode, frames.payload, frames.fin)
+                if self._refused_peer:
+                    break
+            elif kind == CONTROL:
+                protocol.receive_data(frames.frame)
+                events = protocol.events_received()
+                self._handle_events(events)
+                # After a close frame the engine discards the rest; without
+                # an event back, it failed the connection over this frame.
+                if not events or cast("Frame", events[0]).opcode is Opcode.CLOSE:
+                    break
+            elif kind == FAILED:
+                logger.debug(
+                    "%s: protocol error from the peer: %s", self, frames.error_reason
+                )
+                protocol.fail(frames.error_code, frames.error_reason)
+                self._refused_peer = True
+                break
+            else:
+                assert kind == NEED_DATA
+                self._after_input()
+                return
+        self._hand_input_to_engine(frames)
+        self._after_input()
+
+    def _hand_input_to_engine(self, frames: FrameReader) -> None:
+        """Leave the rest of the input, from a frame's start, to the engine."""
+        self._frames = None
+        rest = frames.take_rest()
+        if rest:
+            self._protocol.receive_data(rest)
+            self._handle_events(self._protocol.events_received())
 
     def _size_next_read(self) -> None:
         # While a frame larger than receive_buffer_size arrives, read the rest
@@ -754,14 +814,15 @@ class WebSocketConnection(trio.abc.AsyncResource):
         # read at the configured size, so small messages are not read ahead
         # of what the message queue allows.
         base = self._settings.receive_buffer_size or _DEFAULT_READ
-        missing = self._engine_input.missing
+        frames = self._frames
+        missing = self._engine_input.missing if frames is None else frames.missing
         self._read_size = min(missing, _LARGEST_READ) if missing > base else base
 
     def _handle_events(self, events: Sequence[Event]) -> None:
         for event in events:
             frame = cast("Frame", event)
             if frame.opcode in _DATA_OPCODES:
-                self._receive_data_frame(frame)
+                self._receive_data_frame(frame.opcode, frame.data, frame.fin)
                 if self._refused_peer:
                     # We failed the connection over this message: what came
                     # after it in the same read is not processed (RFC 6455,
@@ -769,6 +830,9 @@ class WebSocketConnection(trio.abc.AsyncResource):
                     break
             else:
                 self._handle_control_frame(frame)
+        self._after_input()
+
+    def _after_input(self) -> None:
         if self._protocol.state is not OPEN:
             self._note_close_reason()
             self._set_close_deadline()
@@ -804,18 +868,18 @@ class WebSocketConnection(trio.abc.AsyncResource):
             self._note_close_reason()
             self._queue.close(discard=self._closing_locally)
 
-    def _receive_data_frame(self, frame: Frame) -> None:
+    def _receive_data_frame(self, opcode: int, payload: BytesLike, fin: bool) -> None:
         try:
-            item = self._assembler.feed(frame)
+            item = self._assembler.feed(opcode, payload, fin)
         except InvalidMessage as exc:
             logger.debug("%s: refusing a message from the peer: %s", self, exc)
             self._protocol.fail(exc.code, str(exc))
             self._refused_peer = True
             return
-        size = len(frame.data)
+        size = len(payload)
         counters = self._counters
         counters.bytes_received += size
-        if frame.fin:
+        if fin:
             counters.messages_received += 1
         if not self._closing_locally:
             self._queue.put(item, size)
@@ -868,6 +932,27 @@ class WebSocketConnection(trio.abc.AsyncResource):
             await self._send(queue_frame, self._protocol, frame)
         self._counters.messages_sent += 1
         self._counters.bytes_sent += payload_size
+
+
+def _frame_reader(protocol: Protocol, settings: Settings) -> FrameReader | None:
+    """Our codec for a connection whose frames need no extension, else None."""
+    if _frames.ENGINE_FRAMES or protocol.extensions:
+        return None
+    max_message, max_fragment = settings.engine_max_size
+    return FrameReader(
+        masked=protocol.side is Side.SERVER,
+        max_message=-1 if max_message is None else max_message,
+        max_fragment=-1 if max_fragment is None else max_fragment,
+    )
+
+
+def _ends_inside_a_message(events: Sequence[Event]) -> bool:
+    """Whether the last data frame among ``events`` left a message unfinished."""
+    for event in reversed(events):
+        frame = cast("Frame", event)
+        if frame.opcode in _DATA_OPCODES:
+            return not frame.fin
+    return False
 
 
 def _closer(protocol: Protocol) -> str:

@@ -156,4 +156,3 @@ def transport_for(stream: trio.abc.Stream) -> StreamTransport:
     if type(stream) is trio.SocketStream and os.name == "posix":
         return SocketTransport(stream)
     return StreamTransport(stream)
-
