@@ -25,6 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from raw_peer import (
     BINARY,
+    CLOSE,
     CONT,
     PING,
     TEXT,
@@ -443,3 +444,57 @@ def test_connections_behave_the_same_with_our_codec(
     else:
         engine = run(server, writes, compression, engine_frames=True)
     assert ours == engine
+
+
+# -- Sending ---------------------------------------------------------------------
+
+SENT: list[str | bytes] = ["", "é" * 70, b"\0" * 126, b"x" * 65536, "y" * 70000]
+
+
+async def send_then_close(server: bool) -> list[tuple[int, bytes, bool]]:
+    """Our side sends :data:`SENT` then closes; the wire, parsed by the engine."""
+    raw, ours = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+
+        async def run_ours() -> None:
+            if server:
+                request = await wrap_server_stream(nursery, ours, compression=None)
+                ws = await request.accept()
+            else:
+                ws = await wrap_client_stream(
+                    nursery, ours, "localhost", "/", compression=None
+                )
+            for message in SENT:
+                await ws.send_message(message)
+            await ws.aclose()
+
+        nursery.start_soon(run_ours)
+        if server:
+            await raw.send_all(upgrade_request())
+            _, rest = await head_of(raw)
+        else:
+            request, rest = await head_of(raw)
+            await raw.send_all(upgrade_response(request))
+        wire = rest
+        while (
+            not parse_answers(wire, server)
+            or parse_answers(wire, server)[-1][0] != CLOSE
+        ):
+            wire += await raw.receive_some()
+        nursery.cancel_scope.cancel()
+    return parse_answers(wire, server)
+
+
+@pytest.mark.parametrize("server", [True, False])
+def test_messages_framed_by_our_codec_parse_in_the_engine(server: bool) -> None:
+    frames = trio.run(send_then_close, server)
+    expected = [
+        (
+            TEXT if isinstance(m, str) else BINARY,
+            m.encode() if isinstance(m, str) else m,
+            True,
+        )
+        for m in SENT
+    ]
+    assert frames[:-1] == expected
+    assert frames[-1][0] == CLOSE  # then the close frame, from the engine

@@ -112,7 +112,16 @@ from ._engine import (
     track_frame_sizes,
 )
 from ._errors import CloseReason, ConnectionClosed
-from ._frames import CONTROL, DATA, FAILED, NEED_DATA, FrameReader
+from ._frames import (
+    BINARY,
+    CONTROL,
+    DATA,
+    FAILED,
+    NEED_DATA,
+    TEXT,
+    FrameReader,
+    encode_frame,
+)
 from ._handshake import PackedHeaders
 from ._iterators import BytesLike, Chunks, Fragments, Messages, chunk_iterator
 from ._keepalive import keep_alive
@@ -173,6 +182,8 @@ class WebSocketConnection(trio.abc.AsyncResource):
         # Our codec parses the input while it can (see _frames); None when
         # the engine frames everything, or has taken over.
         self._frames = _frame_reader(protocol, settings) if between_frames else None
+        # Whether send_message() frames messages itself (see _frames).
+        self._frames_own_messages = not (_frames.ENGINE_FRAMES or protocol.extensions)
         self._protocol = protocol
         self._settings = settings
         self._path = path
@@ -407,19 +418,29 @@ class WebSocketConnection(trio.abc.AsyncResource):
         """
         payload: BytesLike
         if isinstance(message, str):
-            send, payload = self._protocol.send_text, message.encode()
+            opcode, payload = TEXT, message.encode()
         elif isinstance(message, bytes | bytearray | memoryview):
-            send, payload = self._protocol.send_binary, _byte_view(message)
+            opcode, payload = BINARY, _byte_view(message)
         else:
             raise ValueError(f"cannot send a message of type {type(message)!r}")
         if self._message_lock.locked():  # wait for the end of a fragmented one
             async with self._message_lock:
-                await self._send(self._frame_data, send, payload, True, compress)
+                await self._send_message(opcode, payload, compress)
         else:  # a single frame cannot land inside another message
-            await self._send(self._frame_data, send, payload, True, compress)
+            await self._send_message(opcode, payload, compress)
         counters = self._counters
         counters.messages_sent += 1
         counters.bytes_sent += len(payload)
+
+    async def _send_message(
+        self, opcode: int, payload: BytesLike, compress: bool
+    ) -> None:
+        if self._frames_own_messages:
+            await self._send_own_frame(opcode, payload)
+            return
+        protocol = self._protocol
+        send = protocol.send_text if opcode == TEXT else protocol.send_binary
+        await self._send(self._frame_data, send, payload, True, compress)
 
     async def send_fragments(self, chunks: Chunks, *, compress: bool = True) -> None:
         """Send one message made of the given chunks, each as a fragment.
@@ -518,6 +539,21 @@ class WebSocketConnection(trio.abc.AsyncResource):
         finally:
             lock.release()
 
+    async def _send_own_frame(self, opcode: int, payload: BytesLike) -> None:
+        """Frame a whole message with our codec and write it, under the lock."""
+        lock = self._write_lock
+        if not lock.try_acquire():
+            await lock.wait_for_handover()
+        try:
+            self._check_can_send()
+            head, body = encode_frame(opcode, payload, self.is_client)
+            queued = self._protocol.data_to_send()  # e.g. a pong: it goes first
+            if queued:
+                head = b"".join(queued) + head
+            await self._write(head, body)
+        finally:
+            lock.release()
+
     def _frame_data(
         self,
         send: Callable[[BytesLike, bool], None],
@@ -554,10 +590,17 @@ class WebSocketConnection(trio.abc.AsyncResource):
             return
         end_of_stream = chunks[-1] == SEND_EOF
         data = b"".join(chunks) if len(chunks) > 1 else chunks[0]
+        await self._write(data, b"", end_of_stream=end_of_stream)
+
+    async def _write(
+        self, data: BytesLike, more: BytesLike, *, end_of_stream: bool = False
+    ) -> None:
+        """Write ``data`` then ``more``; then half-close if ``end_of_stream``."""
         try:
-            if data:
-                self._counters.wire_bytes_sent += len(data)
-                await self._transport.send_all(data)
+            for part in (data, more):
+                if part:
+                    self._counters.wire_bytes_sent += len(part)
+                    await self._transport.send_all(part)
             if end_of_stream:
                 await self._finish_sending()
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
