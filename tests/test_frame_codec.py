@@ -121,19 +121,6 @@ def test_control_frames_are_returned_whole_and_masked() -> None:
     assert parse_all(reader(), [ping[:3], ping[3:]]) == [ping]
 
 
-def test_payload_of_an_incomplete_frame_is_unmasked_as_it_arrives() -> None:
-    frames = reader()
-    payload = bytes(range(50))
-    data = wire_frame(BINARY, payload, key=KEY)
-    seen = b""
-    for at in (3, 9, 10, 17, 31, 40):  # odd offsets rotate the key
-        frames.feed(data[len(seen) + 6 if seen else 0 : at + 6])
-        assert frames.next_frame() == NEED_DATA
-        assert frames.incomplete_frame_is_valid()
-        seen += frames.new_payload()
-        assert seen == payload[:at]
-
-
 @pytest.mark.parametrize(
     ("data", "reason"),
     [

@@ -89,12 +89,10 @@ class FrameReader:
         "_message_size",
         "_pending",
         "_pos",
-        "_reported",
         "error_code",
         "error_reason",
         "fin",
         "frame",
-        "length",
         "missing",
         "opcode",
         "payload",
@@ -109,12 +107,10 @@ class FrameReader:
         self._max_fragment = max_fragment
         # Wire size of the fragmented message in progress; -1 between messages.
         self._message_size = -1
-        self._reported = 0  # payload of an incomplete frame already returned
         self.opcode = 0
         self.fin = False
         self.payload = b""
         self.frame = b""
-        self.length = 0  # payload size of the frame being read
         self.missing = 0
         self.error_code = 0
         self.error_reason = ""
@@ -139,11 +135,6 @@ class FrameReader:
         pending += chunk
         self._buffer = pending
         self._pos = 0
-
-    @property
-    def in_message(self) -> bool:
-        """Whether a fragmented message is in progress."""
-        return self._message_size >= 0
 
     def take_rest(self) -> bytes:
         """The bytes not parsed yet, removed: for the engine to take over."""
@@ -180,13 +171,11 @@ class FrameReader:
             return self._fail(TOO_BIG, self._too_big(length, limit))
         head += 4 * self._mask_bit
         end = pos + head + length
-        self.opcode = opcode
-        self.length = length
         if end > len(data):
             self.missing = end - len(data)
             return NEED_DATA
         self._pos = end
-        self._reported = 0
+        self.opcode = opcode
         if opcode >= CLOSE:
             self.frame = bytes(data[pos:end])
             return CONTROL
@@ -195,7 +184,7 @@ class FrameReader:
             return self._fail(PROTOCOL_ERROR, failure)
         fin = first >= 0x80
         self.fin = fin
-        self.payload = self._unmask(data, pos + head - 4, pos + head, end)
+        self.payload = self._unmask(data, pos + head, end)
         if fin:
             self._message_size = -1
         elif opcode == CONT:
@@ -203,26 +192,6 @@ class FrameReader:
         else:
             self._message_size = length
         return DATA
-
-    def incomplete_frame_is_valid(self) -> bool:
-        """After :data:`NEED_DATA` with ``missing``: a data frame that will pass
-        the engine's checks once complete."""
-        if not self.missing or self.opcode >= CLOSE:
-            return False
-        return not self._check_data_frame(self._buffer[self._pos])
-
-    def new_payload(self) -> bytes:
-        """The payload of the incomplete data frame that arrived since last
-        asked, unmasked (see :meth:`incomplete_frame_is_valid`)."""
-        data = self._buffer
-        head = _header_size(data[self._pos + 1], self._mask_bit)
-        key_at = self._pos + head - 4
-        start = self._pos + head + self._reported
-        if start >= len(data):
-            return b""
-        chunk = self._unmask(data, key_at, start, len(data))
-        self._reported += len(chunk)
-        return chunk
 
     def _check_data_frame(self, first: int) -> str:
         """Why a complete data frame fails the connection, or ``""``."""
@@ -255,20 +224,14 @@ class FrameReader:
             f" exceeds limit of {limit + done} bytes"
         )
 
-    def _unmask(
-        self, data: bytes | bytearray, key_at: int, start: int, end: int
-    ) -> bytes:
-        """The payload bytes ``data[start:end]``, unmasked with the key at
-        ``key_at`` (``start`` may be past the payload's first byte)."""
+    def _unmask(self, data: bytes | bytearray, start: int, end: int) -> bytes:
+        """The payload ``data[start:end]``, unmasked with the key before it."""
         if not self._mask_bit:
             if isinstance(data, bytes):
                 return data[start:end]
             with memoryview(data) as view, view[start:end] as payload:
                 return bytes(payload)  # one copy, where a slice makes two
-        key = bytes(data[key_at : key_at + 4])
-        shift = (start - key_at - 4) % 4
-        if shift:
-            key = key[shift:] + key[:shift]
+        key = bytes(data[start - 4 : start])
         with memoryview(data) as view, view[start:end] as payload:
             return apply_mask(payload, key)
 
@@ -279,13 +242,6 @@ class FrameReader:
         self._pos = 0
         self._pending.clear()
         return FAILED
-
-
-def _header_size(second: int, mask_bit: int) -> int:
-    """A frame header's size in bytes, from its second byte."""
-    length = second & 0x7F
-    head = 2 if length < 126 else 4 if length == 126 else 10
-    return head + 4 * mask_bit
 
 
 def encode_frame(
