@@ -103,6 +103,7 @@ from websockets.protocol import OPEN, SEND_EOF, Protocol, Side
 
 from . import _frames
 from ._assembler import Assembler, InvalidMessage, MessageBuffer
+from ._codec import codec
 from ._engine import (
     CAN_QUEUE_FRAMES,
     parser_failure,
@@ -112,16 +113,7 @@ from ._engine import (
     track_frame_sizes,
 )
 from ._errors import CloseReason, ConnectionClosed
-from ._frames import (
-    BINARY,
-    CONTROL,
-    DATA,
-    FAILED,
-    NEED_DATA,
-    TEXT,
-    FrameReader,
-    encode_frame,
-)
+from ._frames import BINARY, CONTROL, DATA, FAILED, NEED_DATA, TEXT, FrameReader
 from ._handshake import PackedHeaders
 from ._iterators import BytesLike, Chunks, Fragments, Messages, chunk_iterator
 from ._keepalive import keep_alive
@@ -546,7 +538,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
             await lock.wait_for_handover()
         try:
             self._check_can_send()
-            head, body = encode_frame(opcode, payload, self.is_client)
+            head, body = codec.encode_frame(opcode, payload, self.is_client)
             queued = self._protocol.data_to_send()  # e.g. a pong: it goes first
             if queued:
                 head = b"".join(queued) + head
@@ -982,7 +974,7 @@ def _frame_reader(protocol: Protocol, settings: Settings) -> FrameReader | None:
     if _frames.ENGINE_FRAMES or protocol.extensions:
         return None
     max_message, max_fragment = settings.engine_max_size
-    return FrameReader(
+    return codec.FrameReader(  # the compiled build where there is one
         masked=protocol.side is Side.SERVER,
         max_message=-1 if max_message is None else max_message,
         max_fragment=-1 if max_fragment is None else max_fragment,
