@@ -121,7 +121,7 @@ from ._locks import WriteLock
 from ._queue import Fragment, Item, Message, MessageQueue
 from ._settings import Settings
 from ._stats import ConnectionStats, Counters
-from ._transport import transport_for
+from ._transport import SocketTransport, transport_for
 from ._turns import ReadTurns
 from ._url import Endpoint, stream_endpoint
 
@@ -967,6 +967,56 @@ class WebSocketConnection(trio.abc.AsyncResource):
             await self._send(queue_frame, self._protocol, frame)
         self._counters.messages_sent += 1
         self._counters.bytes_sent += payload_size
+
+    def try_send_shared_frame(self, frame: bytes, payload_size: int) -> bytes | None:
+        """Start sending a shared frame without waiting (see :meth:`send_shared_frame`).
+
+        Returns ``None``, having sent nothing, when that would wait: another
+        sender has the turn, the socket is full, or it is not plain TCP.
+        Otherwise returns what the kernel did not take yet, usually ``b""``;
+        a non-empty rest keeps the write turn, and must be written with
+        :meth:`finish_shared_frame` before anything else can be sent.
+
+        :meta private:
+        """
+        transport = self._transport
+        if (
+            not isinstance(transport, SocketTransport)
+            or self._message_lock.locked()
+            or not self._write_lock.try_acquire()
+        ):
+            return None
+        queued: list[bytes] = []
+        data = frame
+        try:
+            self._check_can_send()
+            queued = self._protocol.data_to_send()  # e.g. a pong: it goes first
+            if queued:
+                data = b"".join([*queued, frame])
+            sent = transport.write_nowait(data)
+        except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+            sent = 0  # the writer task finds out, and closes
+        if sent == 0 and not queued:
+            self._write_lock.release()
+            return None
+        self._counters.wire_bytes_sent += sent
+        self._counters.messages_sent += 1
+        self._counters.bytes_sent += payload_size
+        if sent == len(data):
+            self._write_lock.release()
+        return data[sent:]
+
+    async def finish_shared_frame(self, rest: bytes) -> None:
+        """Write the rest left by :meth:`try_send_shared_frame`; end its turn.
+
+        Cancelled or failing part-way, this aborts the connection.
+
+        :meta private:
+        """
+        try:
+            await self._write(rest, b"")
+        finally:
+            self._write_lock.release()
 
 
 def _frame_reader(protocol: Protocol, settings: Settings) -> FrameReader | None:

@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -306,8 +307,9 @@ class PubSub:
         """Relay ``channel`` to the WebSocket connections added to the group.
 
         Each message is framed once and sent to every connection in the
-        group by that connection's own writer task, so no connection waits
-        for another. At most ``max_pending`` messages wait for one
+        group: at once by the relaying task where the socket takes it
+        whole, else by that connection's own writer task, so no connection
+        waits for another. At most ``max_pending`` messages wait for one
         connection; when one more arrives, ``slow="close"`` closes it with
         code 1013 (``SLOW_CLIENT_CODE``) and removes it, while
         ``slow="drop_oldest"`` drops its oldest pending message (counted in
@@ -336,8 +338,14 @@ class _Member:
     def __init__(self, connection: WebSocketConnection) -> None:
         self.connection = connection
         self.pending: deque[FramedMessage] = deque()
+        self.rest: bytes | None = None  # of a frame the pump began to write
         self.lot = trio.lowlevel.ParkingLot()
         self.active = True
+
+    @property
+    def idle(self) -> bool:
+        """Whether the writer task has nothing to write."""
+        return not self.pending and self.rest is None
 
 
 class FanOut:
@@ -403,9 +411,19 @@ class FanOut:
                 self._offer(member, framed)
 
     def _offer(self, member: _Member, framed: FramedMessage) -> None:
-        if member.connection.closed is not None:
-            self.discard(member.connection)
+        connection = member.connection
+        if connection.closed is not None:
+            self.discard(connection)
             return
+        if member.idle and connection.takes_shared_frames:
+            # The fast path: write from the pump, sparing the writer task a
+            # wake-up, when the socket takes the frame now.
+            rest = connection.try_send_shared_frame(framed.frame, framed.payload_size)
+            if rest is not None:
+                if rest:  # the socket filled up mid-frame: the writer ends it
+                    member.rest = rest
+                    member.lot.unpark_all()
+                return
         if len(member.pending) >= self.max_pending:
             if self.slow == "close":
                 self.discard(member.connection)
@@ -420,15 +438,20 @@ class FanOut:
     async def _write(self, member: _Member) -> None:
         connection = member.connection
         try:
-            while member.active:
-                if not member.pending:
+            while member.active or member.rest is not None:
+                if member.rest is not None:
+                    rest, member.rest = member.rest, None
+                    await connection.finish_shared_frame(rest)
+                elif member.pending:
+                    await send_framed(connection, member.pending.popleft())
+                else:
                     await member.lot.park()
-                    continue
-                framed = member.pending.popleft()
-                await send_framed(connection, framed)
         except ConnectionClosed:
             pass
         finally:
+            if member.rest is not None:  # cancelled: abort, as mid-frame
+                with contextlib.suppress(ConnectionClosed):
+                    await connection.finish_shared_frame(member.rest)
             if self._members.get(connection) is member:
                 del self._members[connection]
 

@@ -124,6 +124,10 @@ class SocketTransport(StreamTransport):
                 view = view[sent:]
         self._writes_without_yield = 0
 
+    def write_nowait(self, data: bytes) -> int:
+        """Write what the kernel takes now, without waiting; return how much."""
+        return _system_call(os.write, self._fileno(), data) or 0
+
 
 def _system_call(
     call: Callable[[int, _Arg], _Result], fileno: int, arg: _Arg
