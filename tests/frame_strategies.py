@@ -3,8 +3,9 @@
 A stream is a list of frames, mostly well-formed, with every field open to
 mischief (reserved opcodes and bits, the wrong mask bit, fragmentation out
 of order, oversized and fragmented control frames, invalid UTF-8, close
-payloads of every kind) plus some raw garbage; :func:`splits` cuts the
-joined stream into the reads a connection might see.
+payloads of every kind) plus some raw garbage and frames cut short (the
+rest never comes); :func:`splits` cuts the joined stream into the reads a
+connection might see.
 """
 
 from __future__ import annotations
@@ -87,12 +88,28 @@ def fragmented_message(draw: st.DrawFn, *, masked: bool) -> list[bytes]:
     return out
 
 
+@st.composite
+def cut_short(draw: st.DrawFn, *, masked: bool) -> list[bytes]:
+    """A text message, maybe after a fragment, whose last frame stops
+    partway through: frames."""
+    key = draw(st.binary(min_size=4, max_size=4)) if masked else None
+    first, last = draw(_texts), draw(_texts | payloads)
+    out = []
+    if draw(st.booleans()):
+        out.append(wire_frame(TEXT, first, fin=False, key=key))
+    opcode = CONT if out else TEXT
+    data = wire_frame(opcode, last + b"rest", fin=draw(st.booleans()), key=key)
+    out.append(data[: draw(st.integers(1, len(data) - 1))])
+    return out
+
+
 def pieces(*, masked: bool, deflate_on: bool = False) -> st.SearchStrategy[list[bytes]]:
     """What a peer sends after the handshake: frames, fragmented messages and
     garbage too short to hold a frame and more."""
     piece = st.one_of(
         *[frames(masked=masked, deflate_on=deflate_on).map(lambda f: [f])] * 5,
         fragmented_message(masked=masked),
+        cut_short(masked=masked),
         st.binary(min_size=1, max_size=3).map(lambda b: [b]),
         st.sampled_from(
             [

@@ -5,14 +5,19 @@ split anywhere, empty frames. The differential tests feed the same byte
 streams, cut into arbitrary reads, to the bare engine and to our codec
 (which hands control frames to an engine, as the connection does) and
 require the same data frames, the same close frames either way and the
-same final state, on both sides. ``tests/test_fuzzing.py`` compares whole
+same final state, on both sides; the payload our codec hands over while a
+frame arrives must be the start of that frame, which then passes every
+check. ``tests/test_fuzzing.py`` compares whole
 connections with the engine; here whole connections running the codec are
 also compared with connections that leave every frame to the engine, with
-and without permessage-deflate.
+and without permessage-deflate; there, our connection refuses invalid text
+while its frame arrives (see ``early_text``), where the engine waits for
+the whole frame.
 """
 
 from __future__ import annotations
 
+import codecs
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,8 +25,9 @@ from dataclasses import dataclass, field
 import pytest
 import trio
 import trio.testing
+from early_text import ArrivingFrame, InProgress, refused_early
 from frame_strategies import LIMIT, pieces, splits, streams
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from raw_peer import (
     BINARY,
@@ -29,6 +35,7 @@ from raw_peer import (
     CONT,
     PING,
     TEXT,
+    close_payload,
     upgrade_request,
     upgrade_response,
     wire_frame,
@@ -56,6 +63,7 @@ from trio_websocket._frames import (
 from trio_websocket._settings import Compression, Settings
 
 KEY = b"\x01\x02\x03\x04"
+_utf8 = codecs.getincrementaldecoder("utf-8")
 LIMITS = Settings(max_message_size=LIMIT, compression=None)
 
 # -- Units ---------------------------------------------------------------------
@@ -237,13 +245,14 @@ def by_codec(server: bool, chunks: Sequence[bytes]) -> Run:
         max_message=-1 if max_message is None else max_message,
         max_fragment=-1 if max_fragment is None else max_fragment,
     )
+    early = bytearray()  # handed over of the frame being read
     for chunk in chunks:
         if frames is None:
             engine.receive_data(chunk)
             collect(engine, run)
             continue
         frames.feed(chunk)
-        if not parse_on(engine, frames, run):
+        if not parse_on(engine, frames, run, early):
             engine.receive_data(frames.take_rest())  # the engine discards it
             frames = None
     if frames is not None and (rest := frames.take_rest()):
@@ -252,15 +261,24 @@ def by_codec(server: bool, chunks: Sequence[bytes]) -> Run:
     return finish(engine, run)
 
 
-def parse_on(engine: Protocol, frames: FrameReader, run: Run) -> bool:
-    """Parse what ``frames`` holds; False once the engine stopped parsing."""
+def parse_on(engine: Protocol, frames: FrameReader, run: Run, early: bytearray) -> bool:
+    """Parse what ``frames`` holds; False once the engine stopped parsing.
+
+    ``early`` collects the payload of an unfinished data frame as it comes.
+    """
     while True:
         kind = frames.next_frame()
         if kind == NEED_DATA:
+            if frames.unfinished_data_frame():
+                early += frames.new_payload()
             return True
         if kind == DATA:
+            assert frames.payload[: len(early)] == early
+            early.clear()
             run.frames.append((frames.opcode, frames.payload, frames.fin))
-        elif kind == CONTROL:
+            continue
+        assert not early  # what came early was a data frame that passes
+        if kind == CONTROL:
             engine.receive_data(frames.frame)
             handed = collect(engine, run)
             # No frame back: the engine failed on it.
@@ -420,17 +438,92 @@ def test_connections_behave_the_same_with_our_codec(
     frames, so when a read holds a message we refuse (bad UTF-8, too big)
     followed by a frame the engine fails on, the engine's close code wins
     over ours, although its frame came second. Our codec handles frames in
-    order; so it is compared with the engine reading one piece at a time.
+    order; so it is compared with the engine reading one frame at a time.
     With permessage-deflate the engine frames everything either way.
     """
     sent = data.draw(pieces(masked=server, deflate_on=compression is not None))
     writes = data.draw(splits(b"".join(sent)))
+    if assert_behave_the_same(server, sent, writes, compression).code == 1007:
+        event("refused with 1007")
+
+
+def assert_behave_the_same(
+    server: bool, sent: list[bytes], writes: list[bytes], compression: Compression
+) -> Seen:
+    """Our codec reading ``writes`` against the engine (one frame a read)."""
     ours = run(server, writes, compression, engine_frames=False)
     if compression is None:
-        engine = run(server, sent, None, engine_frames=True, one_read_each=True)
+        reads, reason = engine_view(server, b"".join(sent))
+        engine = run(server, reads, None, engine_frames=True, one_read_each=True)
+        if engine.code == 1006 and reason is not None:
+            engine.code = 1007
+            engine.answers.append((CLOSE, close_payload(1007, reason.encode())))
     else:
         engine = run(server, writes, compression, engine_frames=True)
     assert ours == engine
+    return ours
+
+
+@pytest.mark.parametrize("server", [True, False])
+@pytest.mark.parametrize(
+    ("sent", "code"),
+    [
+        ([(TEXT, b"ok \xff and more", True)], 1007),
+        ([(TEXT, b"\xe2\x82", False), (CONT, b"\xacok\xc3( more", True)], 1007),
+        ([(TEXT, b"ok \xe2\x82\xac and more", True)], 1006),
+        ([(BINARY, b"ok \xff and more", True)], 1006),
+        ([(TEXT, b"\xff" * (LIMIT + 1), True)], 1006),  # over our limit
+    ],
+)
+def test_a_stream_that_ends_inside_a_text_frame(
+    server: bool, sent: list[tuple[int, bytes, bool]], code: int
+) -> None:
+    """Cut after 6 bytes of its payload: invalid UTF-8 there is refused."""
+    key = KEY if server else None
+    frames = [wire_frame(op, data, fin=fin, key=key) for op, data, fin in sent]
+    frames[-1] = frames[-1][: len(frames[-1]) - len(sent[-1][1]) + 6]
+    for at in range(1, len(frames[-1])):  # every read of the last frame
+        writes = [*frames[:-1], frames[-1][:at], frames[-1][at:]]
+        assert assert_behave_the_same(server, frames, writes, None).code == code
+
+
+def engine_view(server: bool, stream: bytes) -> tuple[list[bytes], str | None]:
+    """``stream`` cut after each frame the engine parses; and why our codec
+    refuses the unfinished text frame it ends in, if it does: what arrived
+    of it is invalid UTF-8 (see ``early_text``)."""
+    engine, run = make_engine(server), Run()
+    arriving = ArrivingFrame()
+    message: InProgress | None = None
+    reads, start, refused = [], 0, False
+    for i in range(len(stream)):
+        byte = stream[i : i + 1]
+        engine.receive_data(byte)
+        for opcode, payload, fin in collect_data(engine, run):
+            if opcode != CONT:
+                message = InProgress(_utf8() if opcode == TEXT else None)
+            assert message is not None
+            message.size += len(payload)
+            if message.decoder is not None:
+                try:
+                    message.decoder.decode(payload, fin)
+                except UnicodeDecodeError:
+                    refused = True  # once complete
+            message = None if fin else message
+        arriving.track(engine, byte)
+        if not arriving.data:
+            reads.append(stream[start : i + 1])
+            start = i + 1
+    reads += [stream[start:]] if start < len(stream) else []
+    if refused or engine.state is not OPEN:
+        return reads, None
+    return reads, refused_early(arriving.data, message, LIMIT)
+
+
+def collect_data(engine: Protocol, run: Run) -> list[tuple[int, bytes, bool]]:
+    """The data frames among the engine's new events."""
+    before = len(run.frames)
+    collect(engine, run)
+    return [f for f in run.frames[before:] if f[0] in (TEXT, BINARY, CONT)]
 
 
 # -- Sending ---------------------------------------------------------------------

@@ -12,8 +12,10 @@ The oracle is the websockets engine itself: the bytes our connection read,
 in the very chunks it read them, are fed to a plain ``ServerProtocol`` or
 ``ClientProtocol``, and a few lines here play the part of the message layer
 (size limit, UTF-8 checked fragment by fragment, nothing processed after
-the connection is failed). Our connection must deliver the same messages
-and end with the same close code.
+the connection is failed). Where our codec parses the frames, the text of
+a frame still arriving is checked at the end of each read, as our
+connection does (see ``early_text``). Our connection must deliver the same
+messages and end with the same close code.
 
 Most examples run over ``trio.testing.memory_stream_pair`` (fast); a few go
 over real loopback sockets. The budget is the hypothesis profile: ``ci``
@@ -39,6 +41,7 @@ from typing import TypeVar
 
 import trio
 import trio.testing
+from early_text import ArrivingFrame, InProgress, refused_early
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from raw_peer import (
@@ -271,6 +274,11 @@ class _Messages:
         self._size = 0
         self._parts: list[Message] = []
         self._decoder: codecs.IncrementalDecoder | None = None
+        self._unfinished = False
+
+    def in_progress(self) -> InProgress | None:
+        """The fragmented message in progress, if any."""
+        return InProgress(self._decoder, self._size) if self._unfinished else None
 
     def feed(self, frame: Frame) -> int | None:
         """Take a data frame; return a close code if it fails the connection."""
@@ -279,6 +287,7 @@ class _Messages:
             text = frame.opcode is Opcode.TEXT
             self._decoder = codecs.getincrementaldecoder("utf-8")() if text else None
         self._size += len(frame.data)
+        self._unfinished = not frame.fin
         if self._size > LIMIT:
             return 1009
         part: Message = bytes(frame.data)
@@ -310,16 +319,39 @@ def oracle_outcome(protocol: Protocol, chunks: Sequence[bytes]) -> Outcome:
     """
     layer = _Messages()
     in_order = False
+    arriving = ArrivingFrame()
     for chunk in chunks:
         opening = protocol.state is State.CONNECTING
-        pieces = [chunk[i : i + 1] for i in range(len(chunk))] if in_order else []
-        if any(_feed(protocol, layer, piece) for piece in pieces or [chunk]):
+        if in_order and chunk:
+            if _feed_in_order(protocol, layer, chunk, arriving):
+                break
+        elif _feed(protocol, layer, chunk):
             break
         if opening and protocol.state is State.OPEN:
             in_order = not protocol.extensions and _between_messages(protocol)
     received, sent = protocol.close_rcvd, protocol.close_sent
     code = received.code if received else sent.code if sent else 1006
     return Outcome(layer.messages, code)
+
+
+def _feed_in_order(
+    protocol: Protocol, layer: _Messages, chunk: bytes, arriving: ArrivingFrame
+) -> bool:
+    """Feed one read byte by byte, then check the text of a frame still
+    arriving, as our codec does; True if the connection failed."""
+    for i in range(len(chunk)):
+        byte = chunk[i : i + 1]
+        if _feed(protocol, layer, byte):
+            return True
+        arriving.track(protocol, byte)
+    if protocol.state is not State.OPEN:
+        return False
+    reason = refused_early(arriving.data, layer.in_progress(), LIMIT)
+    if reason is None:
+        return False
+    protocol.fail(1007, reason)
+    protocol.data_to_send()
+    return True
 
 
 def _between_messages(protocol: Protocol) -> bool:
@@ -970,3 +1002,49 @@ def test_nothing_is_delivered_after_a_refused_message(side: str) -> None:
     else:
         got = run(partial(drive_client, response_101, writes, None, False))
     assert got.outcome == Outcome([], 1007)
+
+
+#: Frames, the last of which stops after a few bytes of its payload, and the
+#: close code.
+UNFINISHED = [
+    ([(TEXT, b"ok\xff" + b"x" * 20, 0)], 3, 1007),
+    ([(TEXT, b"ok\xc3\xa9" + b"x" * 20, 0)], 3, 1006),  # valid so far
+    ([(TEXT, b"\xc3", 0), (CONT, b"(x", 0)], 1, 1007),
+    ([(TEXT, b"\xff" * (LIMIT + 1), 0)], 4, 1006),  # 1009 once complete
+    ([(TEXT, b"\xff" * 10, 4)], 4, 1006),  # 1002 once complete
+    ([(BINARY, b"\xff" * 10, 0)], 4, 1006),
+]
+
+
+def unfinished(frames: list[tuple[int, bytes, int]], keep: int, masked: bool) -> bytes:
+    """``frames`` (opcode, payload, rsv; all but the last not final), the
+    last one cut after ``keep`` bytes of its payload."""
+    key = b"\x01\x02\x03\x04" if masked else None
+    data = [
+        wire_frame(op, payload, rsv=rsv, fin=i == len(frames) - 1, key=key)
+        for i, (op, payload, rsv) in enumerate(frames)
+    ]
+    cut = len(data[-1]) - len(frames[-1][1]) + keep
+    return b"".join(data[:-1]) + data[-1][:cut]
+
+
+@given(
+    case=st.sampled_from(UNFINISHED),
+    side=st.sampled_from(["client", "server"]),
+    cut=st.integers(0, 20),
+)
+def test_text_refused_as_it_arrives(
+    case: tuple[list[tuple[int, bytes, int]], int, int], side: str, cut: int
+) -> None:
+    """The oracle's model of early UTF-8 checks, pinned on known cases."""
+    frames, keep, code = case
+    data = unfinished(frames, keep, masked=side == "server")
+    writes = [data[:cut], data[cut:]] if 0 < cut < len(data) else [data]
+    got: ServerRun | ClientRun
+    if side == "server":
+        got = run(partial(drive_server, writes, None, upgrade_request()))
+        expected = oracle_outcome(oracle_server(None), got.chunks)
+    else:
+        got = run(partial(drive_client, response_101, writes, None, False))
+        expected = oracle_outcome(oracle_client(None, got.key), got.chunks)
+    assert expected == got.outcome == Outcome([], code)

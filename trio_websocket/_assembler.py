@@ -6,7 +6,11 @@ size limits (the engine's leave room for control frames, see
 :attr:`Settings.engine_max_size`), the cap on frames per message, decoding
 text, and checking that it is UTF-8 fragment by fragment, so that a peer
 cannot make us buffer a whole invalid message before we notice (close code
-1007).
+1007). A text frame that arrives over several reads is decoded as it comes
+(:meth:`Assembler.start_early`), so that invalid bytes fail the connection
+when they arrive, not when the rest of the frame does; each byte goes
+through the message's decoder once, and the end of the message still
+catches a truncated character.
 
 A message in a single frame becomes a ``str`` or ``bytes``; each frame of a
 fragmented message becomes a :class:`~._queue.Fragment`, which the
@@ -56,6 +60,9 @@ class Assembler:
         self._frames = 0  # of the message in progress
         # Set while a fragmented text message is in progress.
         self._decoder: codecs.IncrementalDecoder | None = None
+        # The text decoded early of the unfinished frame, and its size in bytes.
+        self._early: list[str] | None = None
+        self._early_size = 0
 
     def feed(self, opcode: int, data: BytesLike, fin: bool) -> Item:
         """Decode a data frame (its opcode, payload and FIN bit) into a whole
@@ -68,6 +75,9 @@ class Assembler:
         if opcode != CONT:
             self._size = self._frames = 0
         self._check_limits(len(data))
+        if self._early is not None:
+            text = self._finish_early(data, fin)
+            return text if opcode == TEXT and fin else Fragment(text, fin)
         if opcode != CONT:
             if fin:
                 # The common case: a message in a single frame.
@@ -75,11 +85,51 @@ class Assembler:
             self._decoder = _utf8_decoder() if opcode == TEXT else None
         if self._decoder is None:
             return Fragment(bytes(data), fin)
+        return Fragment(self._decode(data, fin), fin)
+
+    def start_early(self, opcode: int, length: int) -> bool:
+        """Whether to decode a frame of ``length`` bytes while it arrives,
+        with :meth:`feed_early`: a text frame that will pass the size limits
+        (else they fail the connection first, once it is complete)."""
+        if self._early is not None:
+            return True
+        if opcode == TEXT:
+            size, frames = length, 1
+        elif opcode == CONT and self._decoder is not None:
+            size, frames = self._size + length, self._frames + 1
+        else:
+            return False
+        if size > self._max_size or length > self._max_frame:
+            return False
+        if frames > self._max_frames:
+            return False
+        if opcode == TEXT:
+            self._decoder = _utf8_decoder()
+        self._early = []
+        return True
+
+    def feed_early(self, data: BytesLike) -> None:
+        """Decode the part of the frame that just arrived (see
+        :meth:`start_early`); raises :exc:`InvalidMessage` (1007) as soon as
+        the text cannot be valid UTF-8."""
+        assert self._early is not None
+        self._early.append(self._decode(data, False))
+        self._early_size += len(data)
+
+    def _finish_early(self, data: BytesLike, fin: bool) -> str:
+        """The text of a frame decoded early, from its complete payload."""
+        assert self._early is not None
+        pieces, self._early = self._early, None
+        pieces.append(self._decode(memoryview(data)[self._early_size :], fin))
+        self._early_size = 0
+        return "".join(pieces)
+
+    def _decode(self, data: BytesLike, final: bool) -> str:
+        assert self._decoder is not None
         try:
-            text = self._decoder.decode(data, fin)
+            return self._decoder.decode(data, final)
         except UnicodeDecodeError as exc:
             raise _invalid_text(exc) from None
-        return Fragment(text, fin)
 
     def _check_limits(self, size: int) -> None:
         self._size += size

@@ -830,10 +830,27 @@ class WebSocketConnection(trio.abc.AsyncResource):
                 break
             else:
                 assert kind == NEED_DATA
+                if frames.missing and not self._check_arriving_text(frames):
+                    break
                 self._after_input()
                 return
         self._hand_input_to_engine(frames)
         self._after_input()
+
+    def _check_arriving_text(self, frames: FrameReader) -> bool:
+        """Decode what arrived of an unfinished text frame, so that invalid
+        UTF-8 fails the connection now, not once the frame is complete;
+        False if it did."""
+        assembler = self._assembler
+        if frames.unfinished_data_frame() and assembler.start_early(
+            frames.opcode, frames.length
+        ):
+            try:
+                assembler.feed_early(frames.new_payload())
+            except InvalidMessage as exc:
+                self._refuse(exc)
+                return False
+        return True
 
     def _hand_input_to_engine(self, frames: FrameReader) -> None:
         """Leave the rest of the input, from a frame's start, to the engine."""
@@ -907,9 +924,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         try:
             item = self._assembler.feed(opcode, payload, fin)
         except InvalidMessage as exc:
-            logger.debug("%s: refusing a message from the peer: %s", self, exc)
-            self._protocol.fail(exc.code, str(exc))
-            self._refused_peer = True
+            self._refuse(exc)
             return
         size = len(payload)
         counters = self._counters
@@ -918,6 +933,12 @@ class WebSocketConnection(trio.abc.AsyncResource):
             counters.messages_received += 1
         if not self._closing_locally:
             self._queue.put(item, size)
+
+    def _refuse(self, exc: InvalidMessage) -> None:
+        """Fail the connection over a message from the peer."""
+        logger.debug("%s: refusing a message from the peer: %s", self, exc)
+        self._protocol.fail(exc.code, str(exc))
+        self._refused_peer = True
 
     def _answer_pings(self, payload: BytesLike) -> None:
         key = bytes(payload)

@@ -22,6 +22,11 @@ connection with the engine's close code at the same byte:
   message, or a new message inside a fragmented one (1002). Control frames
   are checked by the engine itself.
 
+While a data frame arrives over several reads, :meth:`FrameReader.new_payload`
+hands over its payload as it comes, so that text is checked early (see
+:mod:`._assembler`) -- only once its header has passed all of the above,
+so that the engine's close code still wins over ours (1007).
+
 ``tests/test_frame_codec.py`` feeds the same byte streams to this codec and
 to the engine and requires the same frames and the same failures.
 
@@ -75,7 +80,8 @@ class FrameReader:
     for :data:`DATA`; ``frame`` (the whole frame, still masked) for
     :data:`CONTROL`; ``error_code`` and ``error_reason`` for :data:`FAILED`,
     after which the reader is done. ``missing`` is how many bytes the frame
-    being read still lacks, once its header is in (0 otherwise).
+    being read still lacks, once its header is in (0 otherwise); then
+    ``opcode`` and ``length`` (of its payload) are set too.
 
     ``max_message`` and ``max_fragment`` are the engine's limits (-1 for
     none); ``masked`` is true on the server side, where every frame must be.
@@ -89,10 +95,12 @@ class FrameReader:
         "_message_size",
         "_pending",
         "_pos",
+        "_reported",
         "error_code",
         "error_reason",
         "fin",
         "frame",
+        "length",
         "missing",
         "opcode",
         "payload",
@@ -107,7 +115,9 @@ class FrameReader:
         self._max_fragment = max_fragment
         # Wire size of the fragmented message in progress; -1 between messages.
         self._message_size = -1
+        self._reported = 0  # payload of the unfinished frame handed over
         self.opcode = 0
+        self.length = 0
         self.fin = False
         self.payload = b""
         self.frame = b""
@@ -171,11 +181,13 @@ class FrameReader:
             return self._fail(TOO_BIG, self._too_big(length, limit))
         head += 4 * self._mask_bit
         end = pos + head + length
+        self.opcode = opcode
         if end > len(data):
             self.missing = end - len(data)
+            self.length = length
             return NEED_DATA
         self._pos = end
-        self.opcode = opcode
+        self._reported = 0
         if opcode >= CLOSE:
             self.frame = bytes(data[pos:end])
             return CONTROL
@@ -184,7 +196,7 @@ class FrameReader:
             return self._fail(PROTOCOL_ERROR, failure)
         fin = first >= 0x80
         self.fin = fin
-        self.payload = self._unmask(data, pos + head, end)
+        self.payload = self._unmask(data, pos + head, end, 0)
         if fin:
             self._message_size = -1
         elif opcode == CONT:
@@ -192,6 +204,30 @@ class FrameReader:
         else:
             self._message_size = length
         return DATA
+
+    def unfinished_data_frame(self) -> bool:
+        """After :data:`NEED_DATA`: whether a data frame is arriving that
+        passes every check the engine makes on the complete frame."""
+        if not self.missing or self.opcode >= CLOSE:
+            return False
+        return not self._check_data_frame(self._buffer[self._pos])
+
+    def new_payload(self) -> bytes:
+        """The payload of the :meth:`unfinished_data_frame` that arrived
+        since the last call, unmasked."""
+        data = self._buffer
+        done = self._reported
+        start = self._pos + self._header_size() + done
+        if start >= len(data):
+            return b""
+        self._reported = done + len(data) - start
+        return self._unmask(data, start, len(data), done)
+
+    def _header_size(self) -> int:
+        """The header size of the frame at ``_pos``, mask key included."""
+        length = self._buffer[self._pos + 1] & 0x7F
+        head = 2 if length < 126 else 4 if length == 126 else 10
+        return head + 4 * self._mask_bit
 
     def _check_data_frame(self, first: int) -> str:
         """Why a complete data frame fails the connection, or ``""``."""
@@ -224,14 +260,21 @@ class FrameReader:
             f" exceeds limit of {limit + done} bytes"
         )
 
-    def _unmask(self, data: bytes | bytearray, start: int, end: int) -> bytes:
-        """The payload ``data[start:end]``, unmasked with the key before it."""
+    def _unmask(
+        self, data: bytes | bytearray, start: int, end: int, done: int
+    ) -> bytes:
+        """The payload bytes ``data[start:end]``, unmasked; ``done`` bytes of
+        the payload come before ``start``, after the key."""
         if not self._mask_bit:
             if isinstance(data, bytes):
                 return data[start:end]
             with memoryview(data) as view, view[start:end] as payload:
                 return bytes(payload)  # one copy, where a slice makes two
-        key = bytes(data[start - 4 : start])
+        key_at = start - done - 4
+        key = bytes(data[key_at : key_at + 4])
+        turn = done % 4
+        if turn:
+            key = key[turn:] + key[:turn]
         with memoryview(data) as view, view[start:end] as payload:
             return apply_mask(payload, key)
 
