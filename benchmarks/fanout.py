@@ -461,6 +461,10 @@ def _report(samples: dict[str, list[Sample]], args: argparse.Namespace) -> str:
     def us(key: str, i: int) -> float:
         return samples[key][i].us_per_message
 
+    def per_server_core(key: str, i: int) -> float:
+        sample = samples[key][i]
+        return sample.deliveries_per_s * sample.seconds / sample.server_cpu
+
     rows = []
     for config in CONFIGS:
         runs = samples[config.key]
@@ -473,6 +477,9 @@ def _report(samples: dict[str, list[Sample]], args: argparse.Namespace) -> str:
             f"| {_summary([s.redis_cpu / s.seconds for s in runs], '.2f')} |"
         )
     scaling = per_repeat(lambda i: rate("redis2", i) / rate("redis1", i))
+    efficiency = per_repeat(
+        lambda i: per_server_core("redis2", i) / per_server_core("redis1", i)
+    )
     redis_vs_local = per_repeat(lambda i: rate("redis1", i) / rate("local1", i))
     hop40 = per_repeat(lambda i: us("redis1", i) - us("local1", i))
     hop1 = per_repeat(lambda i: us("redis1_c1", i) - us("local1_c1", i))
@@ -511,6 +518,8 @@ def _report(samples: dict[str, list[Sample]], args: argparse.Namespace) -> str:
         "|---|---:|",
         f"| 2 workers ÷ 1 worker (Redis hub, 40 clients) "
         f"| {_summary(scaling, '.2f')} × |",
+        f"| 2 workers ÷ 1 worker, deliveries per second of server CPU "
+        f"| {_summary(efficiency, '.2f')} × |",
         f"| Redis hub ÷ in-process hub (1 worker, 40 clients) "
         f"| {_summary(redis_vs_local, '.2f')} × |",
         f"| Redis hop, µs per message (1 worker, 40 clients) "
