@@ -30,6 +30,7 @@ from raw_peer import (
     no_errors_logged,  # noqa: F401  (an autouse fixture)
     raw_upgrade,
     start_raw_server,
+    upgrade_response,
     upgraded_raw_client,
     wire_frame,
 )
@@ -263,3 +264,32 @@ def test_a_truncated_character_still_fails_at_the_end(frames: list[bytes]) -> No
     with pytest.raises(InvalidMessage) as info:
         assemble(frames)
     assert info.value.code == 1007
+
+
+async def test_client_fails_invalid_text_sent_with_the_response(
+    nursery: trio.Nursery,
+) -> None:
+    """The 101 and the start of an invalid text frame in one read (as
+    Autobahn's cases 6.4.3 and 6.4.4 send them): the bytes behind the
+    response reach our codec, which fails the frame as it arrives."""
+    writes = text_frame_in_writes(b"\xff" + b"rest" * 1000, [1], masked=False)
+    received: list[int] = []
+
+    async def behave(peer: RawPeer) -> None:
+        response = upgrade_response(await peer.read_head())
+        await peer.stream.send_all(response + writes[0])
+        async with trio.open_nursery() as inner:
+            inner.start_soon(trio.sleep, STALL)  # the rest never comes
+            received.append(await peer.read_close_code(masked=True))
+            inner.cancel_scope.cancel()
+
+    port = await start_raw_server(nursery, behave)
+    with trio.fail_after(PROMPT):
+        async with open_websocket_url(
+            f"ws://{HOST}:{port}/", max_message_size=BIG
+        ) as ws:
+            with pytest.raises(ConnectionClosed) as info:
+                await ws.get_message()
+    assert info.value.reason is not None
+    assert info.value.reason.code == 1007
+    assert received == [1007]

@@ -275,6 +275,7 @@ RESPONSE_EXTRA = [
     st.sampled_from([b"101 Switching Protocols", b"101 OK", b"200 OK", b"101"]),
     st.sampled_from([None, ["chat"]]),
     st.sampled_from(["deflate", None]),
+    st.sampled_from([b"", b"\x81\x02hi", b"\x81\x7e\x01"]),  # frames behind
 )
 def test_client_reads_responses_as_the_engine(
     extra: list[tuple[bytes, bytes]],
@@ -282,6 +283,7 @@ def test_client_reads_responses_as_the_engine(
     status: bytes,
     subprotocols: list[str] | None,
     compression: Any,
+    behind: bytes,
 ) -> None:
     core = [
         (b"Upgrade", b"websocket"),
@@ -291,7 +293,7 @@ def test_client_reads_responses_as_the_engine(
     fields = [(n.lower() if casing else n, v) for n, v in core + extra]
     data = _response(fields, status)
     direct = _client_engine(subprotocols, compression)
-    opened = client_module._open_directly(direct, data)
+    opened = client_module._open_directly(direct, data + behind)
     engine = _client_engine(subprotocols, compression)
     engine.receive_data(data)
     events = engine.events_received()
@@ -299,7 +301,7 @@ def test_client_reads_responses_as_the_engine(
         return
     assert engine.handshake_exc is None
     assert isinstance(events[0], Response)
-    assert opened == list(header_pairs(events[0].headers))
+    assert opened == (list(header_pairs(events[0].headers)), behind)
     assert direct.state is engine.state is State.OPEN
     assert direct.subprotocol == engine.subprotocol
     assert _negotiated(direct.extensions) == _negotiated(engine.extensions)

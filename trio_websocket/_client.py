@@ -557,9 +557,12 @@ async def client_handshake(
             # while reading the response, a HandshakeError.
             raise handshake_lost(exc) from exc.__cause__ or exc
         data = await receive_some(stream, settings.receive_buffer_size)
-        fields = _open_directly(protocol, data) if direct else None
+        opened = _open_directly(protocol, data) if direct else None
         early_frames: list[Event] = []
-        if fields is None:
+        early_data = b""
+        if opened is not None:
+            fields, early_data = opened
+        else:
             (response, *early_frames), _ = await receive_handshake(
                 stream, protocol, settings.receive_buffer_size, received=data
             )
@@ -576,7 +579,7 @@ async def client_handshake(
         path=resource,
         handshake_headers=peer_headers(fields),
     )
-    connection.start_background_tasks(nursery, early_frames)
+    connection.start_background_tasks(nursery, early_frames, early_data)
     return connection
 
 
@@ -630,15 +633,17 @@ _SWITCH_FIELDS = (
 
 def _open_directly(
     protocol: ClientProtocol, data: bytes | bytearray
-) -> list[Field] | None:
+) -> tuple[list[Field], bytes] | None:
     """Open ``protocol`` on the 101 in ``data`` without the engine's parser.
 
-    Returns the response headers, or None (the engine decides) unless
-    ``data`` is exactly a complete 101 that the engine would accept.
+    Returns the response headers and the bytes after the response (frames
+    the server sent at once, for the connection to parse), or None (the
+    engine decides) unless ``data`` starts with a complete 101 that the
+    engine would accept.
     """
     split = split_head(data)
-    parsed = None if split is None or split[1] else parse_head(split[0])
-    if parsed is None:
+    parsed = None if split is None else parse_head(split[0])
+    if parsed is None or split is None:
         return None
     (version, status, _), fields = parsed
     if version != b"HTTP/1.1" or status != b"101":
@@ -647,7 +652,7 @@ def _open_directly(
     if negotiated is None:
         return None
     open_directly(protocol, *negotiated)
-    return fields
+    return fields, split[1]
 
 
 def _negotiated(

@@ -208,11 +208,16 @@ class WebSocketConnection(trio.abc.AsyncResource):
         )
 
     def start_background_tasks(
-        self, nursery: trio.Nursery, early_events: Sequence[Event]
+        self,
+        nursery: trio.Nursery,
+        early_events: Sequence[Event] = (),
+        early_data: bytes = b"",
     ) -> None:
         """Start the reader (and keepalive) tasks, once the handshake is done.
 
-        ``early_events`` are the frames that arrived along with the handshake.
+        What arrived along with the handshake is either ``early_events``,
+        frames the engine already parsed, or ``early_data``, bytes nobody
+        parsed yet, which are handled as if they were the first read.
 
         :meta private:
         """
@@ -220,7 +225,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
             logger.debug("%s: open, %s %s", self, self.remote, self._path)
         if _ends_inside_a_message(early_events):
             self._frames = None  # the engine is counting that message
-        nursery.start_soon(self._reader_task, early_events)
+        nursery.start_soon(self._reader_task, early_events, early_data)
         if self._settings.ping_interval is not None:
             timeout = self._settings.ping_timeout or self._settings.ping_interval
             nursery.start_soon(keep_alive, self, self._settings.ping_interval, timeout)
@@ -702,12 +707,16 @@ class WebSocketConnection(trio.abc.AsyncResource):
 
     # -- The reader task ----------------------------------------------------
 
-    async def _reader_task(self, early_events: Sequence[Event] = ()) -> None:
+    async def _reader_task(
+        self, early_events: Sequence[Event], early_data: bytes
+    ) -> None:
         """Read the network until the connection closes, then close it."""
         try:
             with self._reader_scope:
-                # Frames that arrived along with the handshake.
+                # What arrived along with the handshake.
                 self._handle_events(early_events)
+                if early_data:
+                    self._take_input(early_data)
                 await self._write_engine_replies()
                 await self._read_until_end()
             self._close_timed_out = (
@@ -787,6 +796,10 @@ class WebSocketConnection(trio.abc.AsyncResource):
             data = await self._transport.receive(self._read_size)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             data = b""
+        self._take_input(data)
+
+    def _take_input(self, data: bytes | bytearray) -> None:
+        """Handle the frames in ``data`` (``b""``: the end of the input)."""
         self._counters.wire_bytes_received += len(data)
         frames = self._frames
         if data and frames is not None:

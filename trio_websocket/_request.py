@@ -196,11 +196,6 @@ class WebSocketRequest:
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             await trio.aclose_forcefully(self._stream)
             raise ConnectionClosed(CloseReason(1006, "lost during handshake")) from exc
-        # Frames the client sent right behind its request are parsed only now,
-        # in the state and with the extensions the response set.
-        if early_data:
-            self._protocol.receive_data(early_data)
-        early_frames = self._protocol.events_received()
         self._connection = WebSocketConnection(
             self._stream,
             self._protocol,
@@ -208,7 +203,9 @@ class WebSocketRequest:
             path=self.path,
             handshake_headers=peer_headers(self._headers.pairs()),
         )
-        self._connection.start_background_tasks(self._nursery, early_frames)
+        # Frames the client sent right behind its request are parsed only now,
+        # in the state and with the extensions the response set.
+        self._connection.start_background_tasks(self._nursery, early_data=early_data)
         if self._on_accept is not None:
             self._on_accept(self._connection)
         return self._connection
