@@ -49,18 +49,26 @@ def deflate(data: bytes) -> bytes:
 
 
 @st.composite
-def frames(draw: st.DrawFn, *, masked: bool, deflate_on: bool = False) -> bytes:
-    """One frame, valid or not."""
+def frames(
+    draw: st.DrawFn,
+    *,
+    masked: bool,
+    deflate_on: bool = False,
+    data_payloads: st.SearchStrategy[bytes] = payloads,
+    close_payloads: st.SearchStrategy[bytes] = _close_payloads,
+) -> bytes:
+    """One frame, valid or not; ``data_payloads`` and ``close_payloads``
+    draw the payloads of data and close frames."""
     opcode = draw(
-        st.sampled_from([TEXT, TEXT, BINARY, CONT, CONT, PING, PONG, CLOSE])
+        st.sampled_from([TEXT, TEXT, BINARY, BINARY, CONT, CONT, PING, PONG, CLOSE])
         | st.integers(0, 15)
     )
     if opcode == CLOSE:
-        payload = draw(_close_payloads)
+        payload = draw(close_payloads)
     elif opcode in (PING, PONG):
         payload = draw(st.binary(max_size=20) | st.just(b"p" * 126))
     else:
-        payload = draw(payloads)
+        payload = draw(data_payloads)
     rsv = draw(st.sampled_from([0] * 12 + [4, 2, 1]))
     if deflate_on and opcode in (TEXT, BINARY) and draw(st.booleans()):
         rsv, payload = 4, deflate(payload)

@@ -32,7 +32,6 @@ import logging
 import os
 import re
 import struct
-import zlib
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from typing import TypeVar
 import trio
 import trio.testing
 from early_text import ArrivingFrame, InProgress, refused_early
+from frame_strategies import deflate, frames
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from raw_peer import (
@@ -152,14 +152,6 @@ def run(fn: Callable[[], Awaitable[T]]) -> T:
 # -- Hand-built frames -------------------------------------------------------
 
 
-def deflate(data: bytes) -> bytes:
-    """Compress one message for permessage-deflate (RFC 7692, 12-bit window)."""
-    compressor = zlib.compressobj(wbits=-12)
-    out = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
-    assert out.endswith(b"\x00\x00\xff\xff")
-    return out[:-4]
-
-
 def parse_frames(data: bytes) -> list[tuple[int, bytes]]:
     """The (opcode, payload) of every whole unmasked-or-masked frame in data."""
     frames, at = [], 0
@@ -203,33 +195,20 @@ close_payloads = st.one_of(
 )
 
 
-@st.composite
-def frames(draw: st.DrawFn, *, masked: bool, deflate_on: bool) -> bytes:
+def fuzz_frames(*, masked: bool, deflate_on: bool) -> st.SearchStrategy[bytes]:
     """One frame, mostly well-formed, with every field open to mischief."""
-    opcode = draw(
-        st.sampled_from([TEXT, TEXT, BINARY, BINARY, CONT, CONT, PING, PONG, CLOSE])
-        | st.integers(0, 15)
+    return frames(
+        masked=masked,
+        deflate_on=deflate_on,
+        data_payloads=payloads,
+        close_payloads=close_payloads,
     )
-    if opcode == CLOSE:
-        payload = draw(close_payloads)
-    elif opcode in (PING, PONG):
-        payload = draw(st.binary(max_size=20) | st.just(b"p" * 126))
-    else:
-        payload = draw(payloads)
-    rsv = draw(st.sampled_from([0] * 12 + [4, 2, 1]))
-    if deflate_on and opcode in (TEXT, BINARY) and draw(st.booleans()):
-        rsv, payload = 4, deflate(payload)
-    key = draw(st.binary(min_size=4, max_size=4)) if masked else None
-    if draw(st.integers(0, 29)) == 0:
-        key = None if masked else b"\0\0\0\0"  # the wrong mask bit
-    fin = draw(st.sampled_from([True, True, False]))
-    return wire_frame(opcode, payload, fin=fin, rsv=rsv, key=key)
 
 
 def pieces(*, masked: bool, deflate_on: bool) -> st.SearchStrategy[list[bytes]]:
     """What a hostile peer sends after the handshake, a list of writes."""
     piece = st.one_of(
-        *[frames(masked=masked, deflate_on=deflate_on)] * 6,
+        *[fuzz_frames(masked=masked, deflate_on=deflate_on)] * 6,
         st.binary(min_size=1, max_size=16),
         st.sampled_from(
             [b"\x82\xff" + b"\x7f" + b"\xff" * 7, b"\x81\xfe\xff\xff", b"\x88\x80"]
@@ -926,7 +905,7 @@ valid_frames = st.lists(
     max_size=3,
 )
 last_write = st.one_of(
-    frames(masked=True, deflate_on=False), st.binary(min_size=1, max_size=16)
+    fuzz_frames(masked=True, deflate_on=False), st.binary(min_size=1, max_size=16)
 )
 
 
@@ -975,7 +954,8 @@ unmasked_valid_frames = st.lists(
 @given(
     first=unmasked_valid_frames,
     last=st.one_of(
-        frames(masked=False, deflate_on=False), st.binary(min_size=1, max_size=16)
+        fuzz_frames(masked=False, deflate_on=False),
+        st.binary(min_size=1, max_size=16),
     ),
 )
 def test_loopback_client_on_arbitrary_bytes(first: list[bytes], last: bytes) -> None:
