@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from unittest.mock import ANY
 
@@ -130,19 +130,20 @@ async def test_server_fails_invalid_text_before_the_frame_is_complete(
             assert await seen.receive() == CloseReason(1007, ANY)
 
 
-@pytest.mark.parametrize(("prefix", "cuts"), INVALID_PREFIXES)
-async def test_client_fails_invalid_text_before_the_frame_is_complete(
-    nursery: trio.Nursery, prefix: bytes, cuts: list[int]
+async def assert_client_fails_with_1007(
+    nursery: trio.Nursery,
+    opening: Callable[[RawPeer], Awaitable[None]],
+    stalling: Callable[[RawPeer], Awaitable[None]],
 ) -> None:
-    writes = text_frame_in_writes(
-        prefix + b"rest" * 1000, [*cuts, len(prefix)], masked=False
-    )
+    """Our client against a raw server that runs ``opening`` (the handshake,
+    maybe more), then ``stalling`` (the rest, or nothing, then a stall):
+    both ends see 1007 while the server still stalls."""
     received: list[int] = []
 
     async def behave(peer: RawPeer) -> None:
-        await raw_upgrade(peer)
+        await opening(peer)
         async with trio.open_nursery() as inner:
-            inner.start_soon(stalling_writes, writes, peer)
+            inner.start_soon(stalling, peer)
             received.append(await peer.read_close_code(masked=True))
             inner.cancel_scope.cancel()
 
@@ -156,6 +157,18 @@ async def test_client_fails_invalid_text_before_the_frame_is_complete(
     assert info.value.reason is not None
     assert info.value.reason.code == 1007
     assert received == [1007]
+
+
+@pytest.mark.parametrize(("prefix", "cuts"), INVALID_PREFIXES)
+async def test_client_fails_invalid_text_before_the_frame_is_complete(
+    nursery: trio.Nursery, prefix: bytes, cuts: list[int]
+) -> None:
+    writes = text_frame_in_writes(
+        prefix + b"rest" * 1000, [*cuts, len(prefix)], masked=False
+    )
+    await assert_client_fails_with_1007(
+        nursery, raw_upgrade, partial(stalling_writes, writes)
+    )
 
 
 # -- The engine's checks come first --------------------------------------------
@@ -273,23 +286,12 @@ async def test_client_fails_invalid_text_sent_with_the_response(
     Autobahn's cases 6.4.3 and 6.4.4 send them): the bytes behind the
     response reach our codec, which fails the frame as it arrives."""
     writes = text_frame_in_writes(b"\xff" + b"rest" * 1000, [1], masked=False)
-    received: list[int] = []
 
-    async def behave(peer: RawPeer) -> None:
+    async def answer_with_the_frame_start(peer: RawPeer) -> None:
         response = upgrade_response(await peer.read_head())
         await peer.stream.send_all(response + writes[0])
-        async with trio.open_nursery() as inner:
-            inner.start_soon(trio.sleep, STALL)  # the rest never comes
-            received.append(await peer.read_close_code(masked=True))
-            inner.cancel_scope.cancel()
 
-    port = await start_raw_server(nursery, behave)
-    with trio.fail_after(PROMPT):
-        async with open_websocket_url(
-            f"ws://{HOST}:{port}/", max_message_size=BIG
-        ) as ws:
-            with pytest.raises(ConnectionClosed) as info:
-                await ws.get_message()
-    assert info.value.reason is not None
-    assert info.value.reason.code == 1007
-    assert received == [1007]
+    async def stall(peer: RawPeer) -> None:
+        await trio.sleep(STALL)  # the rest never comes
+
+    await assert_client_fails_with_1007(nursery, answer_with_the_frame_start, stall)
