@@ -175,7 +175,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         # the engine frames everything, or has taken over.
         self._frames = _frame_reader(protocol, settings) if between_frames else None
         # Whether send_message() frames messages itself (see _frames).
-        self._frames_own_messages = not (_frames.ENGINE_FRAMES or protocol.extensions)
+        self._frames_own_messages = _codec_applies(protocol)
         self._protocol = protocol
         self._settings = settings
         self._path = path
@@ -1053,9 +1053,14 @@ class WebSocketConnection(trio.abc.AsyncResource):
             self._write_lock.release()
 
 
+def _codec_applies(protocol: Protocol) -> bool:
+    """Whether our codec frames this connection: no extension, not switched off."""
+    return not (_frames.ENGINE_FRAMES or protocol.extensions)
+
+
 def _frame_reader(protocol: Protocol, settings: Settings) -> FrameReader | None:
     """Our codec for a connection whose frames need no extension, else None."""
-    if _frames.ENGINE_FRAMES or protocol.extensions:
+    if not _codec_applies(protocol):
         return None
     max_message, max_fragment = settings.engine_max_size
     return codec.FrameReader(  # the compiled build where there is one
