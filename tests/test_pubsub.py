@@ -391,3 +391,52 @@ async def test_the_redis_backend_without_coredis_says_how_to_get_it(
     with pytest.raises(ImportError, match=r"trio-websocket\[redis\]"):
         async with open_redis_pubsub():
             pass  # pragma: no cover
+
+
+# -- Taking what piled up without a checkpoint ---------------------------------
+
+
+async def test_receive_nowait_takes_what_waits_and_says_why_not_otherwise() -> None:
+    hub = PubSub()
+    async with hub.subscribe("room", max_buffer=2, overflow="close") as room:
+        with pytest.raises(trio.WouldBlock):
+            room.receive_nowait()
+        hub.publish_nowait("room", "a")
+        hub.publish_nowait("room", b"b")
+        assert [room.receive_nowait(), room.receive_nowait()] == ["a", b"b"]
+        assert room.buffered == 0
+        for message in ("c", "d", "e"):  # one more than the buffer holds
+            hub.publish_nowait("room", message)
+        with pytest.raises(SubscriptionOverflow):
+            room.receive_nowait()
+    async with hub.subscribe("hall") as hall:
+        pass
+    with pytest.raises(trio.EndOfChannel):
+        hall.receive_nowait()
+
+
+class PumpSteps(trio.abc.Instrument):
+    """Counts the steps of fan-out relay tasks (each after the first is a wake-up)."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.name.endswith("FanOut._pump"):
+            self.steps += 1
+
+
+async def test_a_burst_is_relayed_with_one_wake_up() -> None:
+    hub = PubSub()
+    async with hub.fan_out("room") as group:
+        await trio.testing.wait_all_tasks_blocked()  # the relay waits
+        counter = PumpSteps()
+        trio.lowlevel.add_instrument(counter)
+        try:
+            for number in range(50):
+                hub.publish_nowait("room", f"m{number}")
+            await trio.testing.wait_all_tasks_blocked()
+        finally:
+            trio.lowlevel.remove_instrument(counter)
+        assert group.relayed == 50
+        assert counter.steps <= 2  # woken once (and at most once more to wait)

@@ -23,7 +23,7 @@ from pubsub_helpers import (
     start_server,
 )
 
-from trio_websocket import Gap, PubSub
+from trio_websocket import Gap, PubSub, _redis_subscriber
 from trio_websocket._pubsub import ChannelMessage, Subscription
 from trio_websocket._pubsub_redis import (
     RedisError,
@@ -346,3 +346,50 @@ async def test_an_outbox_must_hold_a_message() -> None:
     with pytest.raises(ValueError, match="max_outbox"):
         async with open_redis_pubsub(max_outbox=0):
             pass  # pragma: no cover
+
+
+async def test_leaving_the_hub_sends_what_was_queued_first(
+    redis_server: RedisServer,
+) -> None:
+    await redis_server.ready()
+    queued = [f"q{number}" for number in range(1000)]
+    async with (
+        open_redis_pubsub(port=redis_server.port) as listener,
+        listener.subscribe("room", max_buffer=2000) as room,
+    ):
+        async with open_redis_pubsub(port=redis_server.port) as hub:
+            for message in queued:  # more than one pipeline, none sent yet
+                hub.publish_nowait("room", message)
+        assert await take(room, len(queued)) == queued
+
+
+async def test_an_error_with_a_full_outbox_leaves_as_itself(
+    redis_server: RedisServer,
+) -> None:
+    await redis_server.ready()
+    with pytest.raises(KeyError, match="the application's"):
+        async with open_redis_pubsub(port=redis_server.port, max_outbox=5000) as hub:
+            for number in range(5000):
+                hub.publish_nowait("room", f"m{number}")
+            raise KeyError("the application's")
+
+
+async def test_a_silent_redis_is_dropped_by_the_keepalive(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_redis_subscriber, "KEEPALIVE_INTERVAL", 0.2)
+    await redis_server.ready()
+    async with (
+        open_redis_pubsub(port=redis_server.port, connect_timeout=0.5) as hub,
+        hub.subscribe("room") as room,
+    ):
+        assert redis_server.process is not None
+        redis_server.process.send_signal(signal.SIGSTOP)  # the TCP stays open
+        try:
+            assert await take(room, 1) == [Gap(disconnected=True)]
+        finally:
+            redis_server.process.send_signal(signal.SIGCONT)
+        with trio.fail_after(TIMEOUT):
+            await hub.wait_connected()
+        assert await hub.publish("room", "after") == 1
+        assert await take(room, 1) == ["after"]

@@ -165,18 +165,35 @@ class Subscription:
 
     async def __anext__(self) -> ChannelMessage | Gap:
         await trio.lowlevel.checkpoint()
-        while not self._items:
-            if self._overflowed:
-                raise SubscriptionOverflow(
-                    f"more than {self.max_buffer} messages behind on {self.channel!r}"
-                )
-            if self._ended:
-                raise StopAsyncIteration
-            await self._lot.park()
-        item = self._items.popleft()
-        if not isinstance(item, Gap):
-            self._messages -= 1
-        return item
+        while True:
+            try:
+                return self.receive_nowait()
+            except trio.WouldBlock:
+                await self._lot.park()
+            except trio.EndOfChannel:
+                raise StopAsyncIteration from None
+
+    def receive_nowait(self) -> ChannelMessage | Gap:
+        """The next message or gap if one is waiting, without a checkpoint.
+
+        Raises :exc:`trio.WouldBlock` if none is, :exc:`trio.EndOfChannel`
+        once the subscription ended, and :exc:`SubscriptionOverflow` once it
+        was closed for falling behind. A task that relays messages can take
+        what piled up in one go after each ``await``, rather than passing
+        through the scheduler once per message.
+        """
+        if self._items:
+            item = self._items.popleft()
+            if not isinstance(item, Gap):
+                self._messages -= 1
+            return item
+        if self._overflowed:
+            raise SubscriptionOverflow(
+                f"more than {self.max_buffer} messages behind on {self.channel!r}"
+            )
+        if self._ended:
+            raise trio.EndOfChannel
+        raise trio.WouldBlock
 
     async def receive(self) -> ChannelMessage | Gap:
         """The next message or gap; :exc:`trio.EndOfChannel` once ended."""
@@ -334,6 +351,12 @@ class PubSub:
             yield group
 
 
+#: Messages the relaying task takes from its subscription between two
+#: checkpoints at most: one pass through the scheduler per burst, not per
+#: message, while other tasks still get their turn.
+_RELAY_BATCH = 64
+
+
 class _Member:
     def __init__(self, connection: WebSocketConnection) -> None:
         self.connection = connection
@@ -400,15 +423,27 @@ class FanOut:
         self, subscription: Subscription, gap_message: ChannelMessage | None
     ) -> None:
         async for item in subscription:
-            if isinstance(item, Gap):
-                self.gaps += 1
-                if gap_message is None:
-                    continue
-                item = gap_message
-            self.relayed += 1
-            framed = frame_message(item)
-            for member in list(self._members.values()):
-                self._offer(member, framed)
+            self._relay(item, gap_message)
+            # Relay what else piled up meanwhile (bounded, to let others run).
+            for _ in range(_RELAY_BATCH):
+                try:
+                    item = subscription.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+                self._relay(item, gap_message)
+
+    def _relay(
+        self, item: ChannelMessage | Gap, gap_message: ChannelMessage | None
+    ) -> None:
+        if isinstance(item, Gap):
+            self.gaps += 1
+            if gap_message is None:
+                return
+            item = gap_message
+        self.relayed += 1
+        framed = frame_message(item)
+        for member in list(self._members.values()):
+            self._offer(member, framed)
 
     def _offer(self, member: _Member, framed: FramedMessage) -> None:
         connection = member.connection

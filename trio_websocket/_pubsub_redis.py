@@ -26,10 +26,10 @@ import trio
 from ._concurrency import background_nursery
 from ._iterators import BytesLike
 from ._pubsub import ChannelMessage, Gap, PubSub, Subscription, _check_message
+from ._redis_subscriber import Subscriber, subscribed_connection
 
 if TYPE_CHECKING:
     import coredis
-    from coredis.patterns.pubsub import PubSub as CoredisPubSub
 
 DEFAULT_PORT = 6379
 _INSTALL_HINT = "the Redis backend needs coredis: pip install 'trio-websocket[redis]'"
@@ -77,10 +77,6 @@ def _decode(data: bytes) -> ChannelMessage:
     if data[:1] == b"b":
         return data[1:]
     return data  # published by someone else: binary, as is
-
-
-def _channel_name(value: object) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 # Publishes sent in one pipeline at most; bounds one batch's memory and delay.
@@ -141,11 +137,13 @@ class RedisPubSub(PubSub):
         self._connect_timeout = connect_timeout
         self._max_reconnect_delay = max_reconnect_delay
         self._lost = _lost_connection_types()
-        self._subscriber: CoredisPubSub[bytes] | None = None
+        self._subscriber: Subscriber | None = None
         self._connected = trio.Event()
-        self._nursery: trio.Nursery | None = None
         self._outbox: list[_Outgoing] = []
         self._outbox_ready = trio.Event()
+        self._outbox_sent = trio.Event()  # set while the outbox is empty
+        self._sending = trio.CancelScope()
+        self._sender_done = trio.Event()
         self._opened = False
         self._closing = False
         self._delivering = trio.CancelScope()
@@ -165,8 +163,7 @@ class RedisPubSub(PubSub):
     async def publish(self, channel: str, message: str | BytesLike) -> int:
         done = trio.Event()
         outgoing = _Outgoing(channel, _encode(_check_message(message)), done)
-        self._outbox.append(outgoing)
-        self._outbox_ready.set()
+        self._queue(outgoing)
         await done.wait()
         if outgoing.refusal is not None:
             raise RedisError(outgoing.refusal)
@@ -184,7 +181,10 @@ class RedisPubSub(PubSub):
         """
         if len(self._outbox) >= self._max_outbox:
             raise trio.WouldBlock
-        self._outbox.append(_Outgoing(channel, _encode(_check_message(message)), None))
+        self._queue(_Outgoing(channel, _encode(_check_message(message)), None))
+
+    def _queue(self, outgoing: _Outgoing) -> None:
+        self._outbox.append(outgoing)
         self._outbox_ready.set()
 
     async def _send_outbox(self) -> None:
@@ -193,13 +193,19 @@ class RedisPubSub(PubSub):
         One task sends every batch, in order, so messages keep the order in
         which they were published.
         """
-        while True:
-            await self._outbox_ready.wait()
-            batch = self._outbox[:_MAX_BATCH]
-            del self._outbox[:_MAX_BATCH]
-            if not self._outbox:
-                self._outbox_ready = trio.Event()
-            await self._send_batch(batch)
+        try:
+            with self._sending:
+                while True:
+                    if not self._outbox:
+                        self._outbox_sent.set()
+                        self._outbox_ready = trio.Event()
+                        await self._outbox_ready.wait()
+                        self._outbox_sent = trio.Event()
+                    batch = self._outbox[:_MAX_BATCH]
+                    del self._outbox[:_MAX_BATCH]
+                    await self._send_batch(batch)
+        finally:
+            self._sender_done.set()
 
     async def _send_batch(self, batch: list[_Outgoing]) -> None:
         try:
@@ -232,21 +238,11 @@ class RedisPubSub(PubSub):
         await trio.lowlevel.checkpoint()
 
     def _left(self, channel: str) -> None:
-        if self._subscriber is not None and self._nursery is not None:
-            self._nursery.start_soon(self._unsubscribe, self._subscriber, channel)
-
-    async def _unsubscribe(
-        self, subscriber: CoredisPubSub[bytes], channel: str
-    ) -> None:
-        if (
-            self._closing
-            or self.subscribers(channel)
-            or subscriber is not self._subscriber
-        ):
-            return  # closing, subscribed again meanwhile, or a connection gone
+        if self._subscriber is None or self._closing:
+            return
         # If this fails, the reconnection subscribes only to channels in use.
         with contextlib.suppress(*self._lost):
-            await subscriber.unsubscribe(channel)
+            self._subscriber.unsubscribe(channel)
 
     async def _run(self, *, task_status: trio.TaskStatus[None]) -> None:
         """Hold the client open while the hub is, and keep subscribed.
@@ -266,13 +262,20 @@ class RedisPubSub(PubSub):
             self._stopped.set()
 
     async def _stop(self) -> None:
-        """Unsubscribe and disconnect: leave the client's context normally.
+        """Send what is queued, then unsubscribe and disconnect.
 
-        Cancelling it instead makes coredis fail in its own clean-up.
+        The outbox gets ``connect_timeout`` seconds to empty; what is left
+        then is lost (at most once). The sender stops before the client
+        closes, and the client's context is left normally: cancelling it
+        instead makes coredis fail in its own clean-up.
         """
         self._closing = True
+        with trio.move_on_after(self._connect_timeout, shield=True):
+            await self._outbox_sent.wait()
+        self._sending.cancel()
         self._delivering.cancel()
         with trio.move_on_after(self._connect_timeout, shield=True):
+            await self._sender_done.wait()
             await self._stopped.wait()
 
     async def _stay_subscribed(self, task_status: trio.TaskStatus[None]) -> None:
@@ -294,36 +297,31 @@ class RedisPubSub(PubSub):
 
     async def _subscribe_and_deliver(self, task_status: trio.TaskStatus[None]) -> None:
         """One connection's life: subscribe to every channel, then deliver."""
-        library = _coredis()
-        channels = self.channels
-        async with self._client.pubsub(
-            channels=channels or None,
-            ignore_subscribe_messages=True,
-            retry_policy=library.retry.NoRetryPolicy(),
-            subscription_timeout=self._connect_timeout,
-        ) as subscriber:
-            missing = set(self.channels) - set(channels)  # joined meanwhile
+        async with (
+            subscribed_connection(self._client, self._connect_timeout) as subscriber,
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(subscriber.deliver, self._on_message)
+            nursery.start_soon(subscriber.keep_alive)
+            subscribed: set[str] = set()
+            while missing := set(self.channels) - subscribed:  # some join meanwhile
+                await subscriber.subscribe(*missing)
+                subscribed |= missing
+            self._delivering = nursery.cancel_scope
+            if self._closing:
+                nursery.cancel_scope.cancel()
             self._subscriber = subscriber
             try:
-                if missing:
-                    await subscriber.subscribe(*missing)
                 self._connected.set()
                 if not self._opened:
                     self._opened = True
                     task_status.started()
-                self._delivering = trio.CancelScope()
-                with self._delivering:
-                    while True:
-                        self._deliver_one(await subscriber.get_message())
+                await trio.sleep_forever()  # the nursery's tasks deliver
             finally:
                 self._subscriber = None
 
-    def _deliver_one(self, message: Any) -> None:
-        if message is None or _channel_name(message["type"]) != "message":
-            return
-        data = message["data"]
-        if isinstance(data, bytes):
-            self._deliver(_channel_name(message["channel"]), _decode(data))
+    def _on_message(self, channel: bytes, data: bytes) -> None:
+        self._deliver(channel.decode(errors="replace"), _decode(data))
 
     def _disconnected(self) -> None:
         self.disconnects += 1
@@ -416,7 +414,8 @@ async def open_redis_pubsub(
     doubles up to ``max_reconnect_delay`` seconds, and reported to
     subscribers as a :class:`Gap`. At most ``max_outbox`` messages wait to
     be published (see :meth:`RedisPubSub.publish_nowait`). Leaving the block
-    disconnects.
+    first sends what is still queued (for at most ``connect_timeout``
+    seconds; what is left then is lost), then disconnects.
 
     Needs the ``trio-websocket[redis]`` extra (coredis).
     """
@@ -448,7 +447,6 @@ async def open_redis_pubsub(
         max_outbox=max_outbox,
     )
     async with background_nursery() as nursery:
-        hub._nursery = nursery
         try:
             await nursery.start(hub._run)
             nursery.start_soon(hub._send_outbox)
