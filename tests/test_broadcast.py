@@ -11,6 +11,7 @@ import trio
 import trio.testing
 from conftest import server_url
 from raw_http import HOST, upgraded
+from websockets.frames import Frame, Opcode
 
 from trio_websocket import (
     WebSocketConnection,
@@ -19,6 +20,7 @@ from trio_websocket import (
     broadcast,
     open_websocket_url,
 )
+from trio_websocket._broadcast import frame_message
 from trio_websocket._settings import Compression
 
 #: Upper bound for any wait that should end promptly; only reached on a bug.
@@ -173,3 +175,17 @@ async def test_client_side_connections_frame_for_themselves(
 async def test_anything_but_text_or_bytes_is_refused(nursery: trio.Nursery) -> None:
     with pytest.raises(ValueError):
         await broadcast(nursery, [], 42)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 70000])
+@pytest.mark.parametrize("text", [True, False], ids=["text", "binary"])
+def test_a_message_is_framed_once_as_the_engine_frames_it(
+    size: int, text: bool
+) -> None:
+    payload = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+    message: str | bytes = payload.decode("latin-1") if text else payload
+    encoded = message.encode() if isinstance(message, str) else message
+    opcode = Opcode.TEXT if text else Opcode.BINARY
+    framed = frame_message(message)
+    assert framed.frame == Frame(opcode, encoded).serialize(mask=False)
+    assert framed.payload_size == len(encoded)

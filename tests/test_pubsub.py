@@ -428,7 +428,7 @@ class PumpSteps(trio.abc.Instrument):
 
 async def test_a_burst_is_relayed_with_one_wake_up() -> None:
     hub = PubSub()
-    async with hub.fan_out("room") as group:
+    async with hub.fan_out("room", max_pending=256) as group:
         await trio.testing.wait_all_tasks_blocked()  # the relay waits
         counter = PumpSteps()
         trio.lowlevel.add_instrument(counter)
@@ -440,3 +440,25 @@ async def test_a_burst_is_relayed_with_one_wake_up() -> None:
             trio.lowlevel.remove_instrument(counter)
         assert group.relayed == 50
         assert counter.steps <= 2  # woken once (and at most once more to wait)
+
+
+async def test_bursts_reach_readers_that_keep_up_whole_and_in_order(
+    nursery: trio.Nursery,
+) -> None:
+    hub = PubSub()
+    joiner = Joiner()
+    server = await start_server(nursery, joiner)
+    sent = [f"m{number}" * 50 for number in range(200)]
+    async with hub.fan_out("room", max_pending=8) as group:
+        joiner.group = group
+        async with clients(server, 12) as connected:
+            await trio.testing.wait_all_tasks_blocked()
+            for start in range(0, len(sent), 50):  # bursts of 50, 8 may wait
+                for message in sent[start : start + 50]:
+                    hub.publish_nowait("room", message)
+                with trio.fail_after(TIMEOUT):
+                    for client in connected:
+                        got = [await client.get_message() for _ in range(50)]
+                        assert got == sent[start : start + 50]
+            assert (group.evicted, group.dropped, len(group)) == (0, 0, 12)
+            assert group.relayed == len(sent)

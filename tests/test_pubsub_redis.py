@@ -393,3 +393,37 @@ async def test_a_silent_redis_is_dropped_by_the_keepalive(
             await hub.wait_connected()
         assert await hub.publish("room", "after") == 1
         assert await take(room, 1) == ["after"]
+
+
+async def test_coredis_still_has_the_push_buffer_the_hub_drains(
+    redis_server: RedisServer,
+) -> None:
+    # If this fails, a coredis release changed what waiting_pushes reads:
+    # delivery still works, one message per scheduler pass (slower).
+    import anyio
+    import coredis
+
+    await redis_server.ready()
+    client: coredis.Redis[bytes] = coredis.Redis(port=redis_server.port)
+    async with client, client.connection_pool.acquire() as connection:
+        take_waiting = _redis_subscriber.waiting_pushes(connection)
+        assert take_waiting is not None
+        with pytest.raises(anyio.WouldBlock):
+            take_waiting()
+
+
+async def test_a_burst_from_redis_loses_nothing_for_a_reader_that_keeps_up(
+    redis_server: RedisServer,
+) -> None:
+    await redis_server.ready()
+    sent = [f"m{number}" for number in range(300)]
+    async with (
+        open_redis_pubsub(port=redis_server.port) as publisher,
+        open_redis_pubsub(port=redis_server.port) as subscriber,
+        subscriber.subscribe("room", max_buffer=10) as room,
+    ):
+        for message in sent:  # one pipeline: Redis pushes them in few reads
+            publisher.publish_nowait("room", message)
+        with trio.fail_after(TIMEOUT):
+            got = [await room.receive() for _ in sent]
+        assert got == sent  # at most half a buffer per pass: no Gap

@@ -21,8 +21,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import trio
-from websockets.frames import Frame, Opcode
+from websockets.frames import Opcode
 
+from ._codec import codec
 from ._connection import WebSocketConnection
 from ._errors import ConnectionClosed
 from ._iterators import BytesLike
@@ -97,8 +98,8 @@ def frame_message(message: str | BytesLike) -> FramedMessage:
         opcode, payload = Opcode.BINARY, bytes(message)
     else:
         raise ValueError(f"cannot send a message of type {type(message)!r}")
-    frame = Frame(opcode, payload).serialize(mask=False)
-    return FramedMessage(message, frame, len(payload))
+    head, body = codec.encode_frame(opcode, payload, False)
+    return FramedMessage(message, head + body if body else head, len(payload))
 
 
 async def send_framed(connection: WebSocketConnection, framed: FramedMessage) -> None:

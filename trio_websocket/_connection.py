@@ -984,25 +984,30 @@ class WebSocketConnection(trio.abc.AsyncResource):
         """
         return self.is_server and not self._protocol.extensions and CAN_QUEUE_FRAMES
 
-    async def send_shared_frame(self, frame: bytes, payload_size: int) -> None:
-        """Send one whole message that was framed elsewhere.
+    async def send_shared_frame(
+        self, frame: bytes, payload_size: int, messages: int = 1
+    ) -> None:
+        """Send whole messages that were framed elsewhere.
 
         :func:`~trio_websocket.broadcast` frames a message once and hands the
-        same bytes to many connections. ``frame`` must be a single final data
-        frame, unmasked and without extension bits: only a connection that
-        :attr:`takes_shared_frames` may receive it. Waits its turn behind
-        other senders, like :meth:`send_message`, and counts as one message
-        of ``payload_size`` bytes in :attr:`stats`.
+        same bytes to many connections. ``frame`` must be final data frames
+        (``messages`` of them, back to back), unmasked and without extension
+        bits: only a connection that :attr:`takes_shared_frames` may receive
+        them. Waits its turn behind other senders, like :meth:`send_message`,
+        and counts as ``messages`` messages of ``payload_size`` bytes in all
+        in :attr:`stats`.
 
         :meta private:
         """
         assert self.takes_shared_frames
         async with self._message_lock:
             await self._send(queue_frame, self._protocol, frame)
-        self._counters.messages_sent += 1
+        self._counters.messages_sent += messages
         self._counters.bytes_sent += payload_size
 
-    def try_send_shared_frame(self, frame: bytes, payload_size: int) -> bytes | None:
+    def try_send_shared_frame(
+        self, frame: bytes, payload_size: int, messages: int = 1
+    ) -> bytes | None:
         """Start sending a shared frame without waiting (see :meth:`send_shared_frame`).
 
         Returns ``None``, having sent nothing, when that would wait: another
@@ -1034,7 +1039,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
             self._write_lock.release()
             return None
         self._counters.wire_bytes_sent += sent
-        self._counters.messages_sent += 1
+        self._counters.messages_sent += messages
         self._counters.bytes_sent += payload_size
         if sent == len(data):
             self._write_lock.release()

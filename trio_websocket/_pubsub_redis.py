@@ -301,7 +301,7 @@ class RedisPubSub(PubSub):
             subscribed_connection(self._client, self._connect_timeout) as subscriber,
             trio.open_nursery() as nursery,
         ):
-            nursery.start_soon(subscriber.deliver, self._on_message)
+            nursery.start_soon(subscriber.deliver, self._on_message, self._spare_room)
             nursery.start_soon(subscriber.keep_alive)
             subscribed: set[str] = set()
             while missing := set(self.channels) - subscribed:  # some join meanwhile
