@@ -550,7 +550,8 @@ def _report(samples: dict[str, list[Sample]], args: argparse.Namespace) -> str:
         f"Linux {platform.release()}, Python {platform.python_version()}, "
         f"{redis_version.split(' sha=')[0]}. Loopback only.",
         "",
-        f"A publisher sends {PAYLOAD}-byte text messages (at most {args.window} "
+        f"One publisher (or two taking turns, one per worker where there are two) "
+        f"sends {PAYLOAD}-byte text messages (at most {args.window} "
         "ahead of the slowest client) through the chat relay; every message "
         "reaches every client (a delivery). Cells: median (min–max) over "
         f"{args.repeats} repeats, configurations rotated on each repeat. "
