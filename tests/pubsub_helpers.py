@@ -141,3 +141,19 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+class TaskSteps(trio.abc.Instrument):
+    """Counts the steps of the tasks whose name ends with ``suffix``.
+
+    Each step after a task's first is a wake-up: for example
+    ``TaskSteps("FanOut._pump")`` counts the fan-out's relaying passes.
+    """
+
+    def __init__(self, suffix: str) -> None:
+        self.suffix = suffix
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.name.endswith(self.suffix):
+            self.steps += 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import trio
 import trio.testing
-from pubsub_helpers import Joiner, clients, start_server
+from pubsub_helpers import Joiner, TaskSteps, clients, start_server
 from raw_http import upgraded
 from raw_peer import BINARY, TEXT, RawPeer
 
@@ -17,17 +17,6 @@ from trio_websocket import FanOut, PubSub, WebSocketConnection
 from trio_websocket._pubsub import Overflow
 
 TIMEOUT = 10
-
-
-class WriterSteps(trio.abc.Instrument):
-    """Counts the steps of the fan-out's writer tasks."""
-
-    def __init__(self) -> None:
-        self.steps = 0
-
-    def before_task_step(self, task: trio.lowlevel.Task) -> None:
-        if task.name.endswith("FanOut._write"):
-            self.steps += 1
 
 
 async def receive_until_end(client: WebSocketConnection) -> list[str | bytes]:
@@ -54,7 +43,7 @@ async def relay_and_count(
 ) -> None:
     """Relay ``sent``; each client gets it all, the writer tasks never run."""
     await trio.testing.wait_all_tasks_blocked()
-    steps = WriterSteps()
+    steps = TaskSteps("FanOut._write")
     trio.lowlevel.add_instrument(steps)
     received: list[list[str | bytes]] = []
     try:

@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.lowlevel
 import trio.testing
-from pubsub_helpers import Joiner, clients, start_server
+from pubsub_helpers import Joiner, TaskSteps, clients, start_server
 from raw_http import HOST, connect, upgraded
 
 from trio_websocket import (
@@ -415,22 +415,11 @@ async def test_receive_nowait_takes_what_waits_and_says_why_not_otherwise() -> N
         hall.receive_nowait()
 
 
-class PumpSteps(trio.abc.Instrument):
-    """Counts the steps of fan-out relay tasks (each after the first is a wake-up)."""
-
-    def __init__(self) -> None:
-        self.steps = 0
-
-    def before_task_step(self, task: trio.lowlevel.Task) -> None:
-        if task.name.endswith("FanOut._pump"):
-            self.steps += 1
-
-
 async def test_a_burst_is_relayed_with_one_wake_up() -> None:
     hub = PubSub()
     async with hub.fan_out("room", max_pending=256) as group:
         await trio.testing.wait_all_tasks_blocked()  # the relay waits
-        counter = PumpSteps()
+        counter = TaskSteps("FanOut._pump")
         trio.lowlevel.add_instrument(counter)
         try:
             for number in range(50):
