@@ -374,6 +374,21 @@ async def test_an_error_with_a_full_outbox_leaves_as_itself(
             raise KeyError("the application's")
 
 
+async def test_a_redis_that_answers_keeps_its_connection(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_redis_subscriber, "KEEPALIVE_INTERVAL", 0.05)
+    await redis_server.ready()
+    async with (
+        open_redis_pubsub(port=redis_server.port, connect_timeout=0.5) as hub,
+        hub.subscribe("room") as room,
+    ):
+        await trio.sleep(1)  # about 20 PINGs, each answered
+        assert await hub.publish("room", "still") == 1
+        assert await take(room, 1) == ["still"]
+        assert (hub.disconnects, room.gaps) == (0, 0)
+
+
 async def test_a_silent_redis_is_dropped_by_the_keepalive(
     redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
