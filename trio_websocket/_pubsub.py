@@ -254,20 +254,16 @@ class PubSub:
                 count += 1
         return count
 
-    def _spare_room(self) -> int:
-        """How many more messages every subscription here takes in one go.
+    def _has_room(self, channel: str) -> bool:
+        """Whether every subscription of ``channel`` has its buffer under half full.
 
-        Half of each buffer: a backend that receives messages in bursts
-        hands over at most this many before its subscribers get a turn, so
-        a subscriber that keeps up one message at a time loses none.
+        A backend that receives messages in bursts stops handing them over
+        when it turns false, until the subscribers had a turn: a subscriber
+        that keeps up one message at a time then loses none.
         """
-        return min(
-            (
-                subscription.max_buffer // 2 - subscription.buffered
-                for subscriptions in self._subscriptions.values()
-                for subscription in subscriptions
-            ),
-            default=0,
+        return all(
+            subscription.buffered < subscription.max_buffer // 2
+            for subscription in self._subscriptions.get(channel, ())
         )
 
     def _gap_everywhere(self, gap: Gap) -> None:

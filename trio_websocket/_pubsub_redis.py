@@ -301,7 +301,7 @@ class RedisPubSub(PubSub):
             subscribed_connection(self._client, self._connect_timeout) as subscriber,
             trio.open_nursery() as nursery,
         ):
-            nursery.start_soon(subscriber.deliver, self._on_message, self._spare_room)
+            nursery.start_soon(subscriber.deliver, self._on_message)
             nursery.start_soon(subscriber.keep_alive)
             subscribed: set[str] = set()
             while missing := set(self.channels) - subscribed:  # some join meanwhile
@@ -320,8 +320,10 @@ class RedisPubSub(PubSub):
             finally:
                 self._subscriber = None
 
-    def _on_message(self, channel: bytes, data: bytes) -> None:
-        self._deliver(channel.decode(errors="replace"), _decode(data))
+    def _on_message(self, channel: bytes, data: bytes) -> bool:
+        name = channel.decode(errors="replace")
+        self._deliver(name, _decode(data))
+        return self._has_room(name)
 
     def _disconnected(self) -> None:
         self.disconnects += 1

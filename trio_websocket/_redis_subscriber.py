@@ -40,7 +40,9 @@ KEEPALIVE_INTERVAL = 10.0
 #: Pushes taken from the buffer in one pass at most, to let other tasks run.
 MAX_PUSHES_PER_PASS = 256
 
-MessageHandler = Callable[[bytes, bytes], None]
+#: Called with each message's channel and data; returns whether the
+#: subscribers have room for more in the same pass.
+MessageHandler = Callable[[bytes, bytes], bool]
 
 
 class Subscriber:
@@ -79,35 +81,36 @@ class Subscriber:
         """Close the connection; :meth:`deliver` then ends with a lost connection."""
         self._connection.invalidate()
 
-    async def deliver(
-        self, on_message: MessageHandler, spare_room: Callable[[], int]
-    ) -> None:
+    async def deliver(self, on_message: MessageHandler) -> None:
         """Call ``on_message(channel, data)`` for each message, in order.
 
-        After each message, up to ``spare_room()`` more that already arrived
-        are handled in the same pass. Runs until the connection is lost,
-        which raises coredis's ``ConnectionError``.
+        The messages that already arrived are handled in the same pass, as
+        long as ``on_message`` says there is room for them. Runs until the
+        connection is lost, which raises coredis's ``ConnectionError``.
         """
         import anyio  # coredis's own dependency, present where coredis is
 
         take_waiting = waiting_pushes(self._connection)
         async for push in self._connection.push_messages:
-            self._handle(push, on_message)
+            room = self._handle(push, on_message)
             if take_waiting is None:
                 continue
-            for _ in range(min(MAX_PUSHES_PER_PASS, spare_room())):
+            for _ in range(MAX_PUSHES_PER_PASS):
+                if not room:
+                    break  # let the subscribers read first
                 try:
                     push = take_waiting()
                 except (anyio.WouldBlock, anyio.EndOfStream):
                     break  # none waits, or the connection ended: the loop says
-                self._handle(push, on_message)
+                room = self._handle(push, on_message)
 
-    def _handle(self, push: list[Any], on_message: MessageHandler) -> None:
+    def _handle(self, push: list[Any], on_message: MessageHandler) -> bool:
         kind = push[0]
         if kind == b"message":
-            on_message(push[1], push[2])
-        elif kind == b"subscribe":
+            return on_message(push[1], push[2])
+        if kind == b"subscribe":
             self._confirm(push[1])
+        return True
 
     async def keep_alive(self) -> None:
         """PING now and then; drop the connection when a PONG is late."""
