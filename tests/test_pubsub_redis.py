@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 import signal
 import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -374,15 +376,24 @@ async def test_an_error_with_a_full_outbox_leaves_as_itself(
             raise KeyError("the application's")
 
 
-async def test_a_redis_that_answers_keeps_its_connection(
-    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(_redis_subscriber, "KEEPALIVE_INTERVAL", 0.05)
+@asynccontextmanager
+async def pinging_hub(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch, interval: float
+) -> AsyncIterator[tuple[RedisPubSub, Subscription]]:
+    """A hub subscribed to "room" that PINGs Redis every ``interval`` seconds."""
+    monkeypatch.setattr(_redis_subscriber, "KEEPALIVE_INTERVAL", interval)
     await redis_server.ready()
     async with (
         open_redis_pubsub(port=redis_server.port, connect_timeout=0.5) as hub,
         hub.subscribe("room") as room,
     ):
+        yield hub, room
+
+
+async def test_a_redis_that_answers_keeps_its_connection(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with pinging_hub(redis_server, monkeypatch, 0.05) as (hub, room):
         await trio.sleep(1)  # about 20 PINGs, each answered
         assert await hub.publish("room", "still") == 1
         assert await take(room, 1) == ["still"]
@@ -392,12 +403,7 @@ async def test_a_redis_that_answers_keeps_its_connection(
 async def test_a_silent_redis_is_dropped_by_the_keepalive(
     redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_redis_subscriber, "KEEPALIVE_INTERVAL", 0.2)
-    await redis_server.ready()
-    async with (
-        open_redis_pubsub(port=redis_server.port, connect_timeout=0.5) as hub,
-        hub.subscribe("room") as room,
-    ):
+    async with pinging_hub(redis_server, monkeypatch, 0.2) as (hub, room):
         assert redis_server.process is not None
         redis_server.process.send_signal(signal.SIGSTOP)  # the TCP stays open
         try:
