@@ -1,4 +1,4 @@
-"""One Redis connection in subscribed mode, read with one task hop per message.
+"""One Redis connection in subscribed mode, read a burst per scheduler pass.
 
 coredis's own pub/sub object hands each pushed message through two tasks of
 its own before the application's loop sees it (three scheduler passes per
