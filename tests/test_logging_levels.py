@@ -377,3 +377,41 @@ def test_nothing_reaches_stderr_without_logging_configured() -> None:
         env=env,
     )
     assert (result.returncode, result.stdout, result.stderr) == (0, "done\n", "")
+
+
+# -- Credentials ------------------------------------------------------------------
+
+
+async def test_debug_logs_show_no_credentials(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    holder = Holder()
+    server = await start(nursery, holder)
+    secrets = [
+        ("Authorization", "Bearer s3cret-token"),
+        ("Cookie", "session=s3cret-cookie"),
+        ("X-Trace", "visible-value"),
+    ]
+    async with open_websocket_url(server_url(server, "/"), extra_headers=secrets):
+        pass
+    with trio.fail_after(TIMEOUT):
+        await holder.done.wait()
+    logged = "\n".join(record.getMessage() for record in ours(caplog))
+    assert "Authorization: [redacted]" in logged  # the engine logged headers
+    assert "visible-value" in logged  # others as they are
+    assert "s3cret" not in logged
+
+
+def test_importing_logs_nothing_even_at_debug() -> None:
+    # The engine is probed at import; those probe engines must stay silent.
+    code = (
+        "import logging\n"
+        "logging.basicConfig(level=logging.DEBUG, format='%(name)s %(message)s')\n"
+        "import trio_websocket, trio_websocket._engine\n"
+        "trio_websocket.open_websocket_url, trio_websocket.PubSub\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""

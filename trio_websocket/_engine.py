@@ -49,6 +49,7 @@ The hooks, what each relies on, and its fallback:
 from __future__ import annotations
 
 import inspect
+import logging
 import typing
 from collections.abc import Callable, Generator, Sequence
 from typing import Any
@@ -67,6 +68,11 @@ from websockets.streams import StreamReader
 from websockets.typing import ExtensionParameter, Subprotocol
 
 from ._iterators import BytesLike
+
+#: The engines this module makes at import to probe the installed release log
+#: here: a logger outside the logging tree, so nothing is logged for them
+#: (not even to an application that logs everything at DEBUG).
+_PROBE_LOGGER = logging.Logger("trio-websocket.engine-probe", logging.WARNING)
 
 # Reads at least this large copy through a memoryview rather than a slice.
 _COPY_THROUGH_VIEW = 4096
@@ -275,7 +281,7 @@ def queue_frame(protocol: Protocol, frame: bytes) -> None:
 
 
 def _can_queue_frames() -> bool:
-    probe = Protocol(Side.SERVER)
+    probe = Protocol(Side.SERVER, logger=_PROBE_LOGGER)
     writes = getattr(probe, "writes", None)
     if not isinstance(writes, list):
         return False
@@ -320,7 +326,7 @@ def open_directly(
 
 def _can_open_directly() -> bool:
     try:
-        server = ServerProtocol()
+        server = ServerProtocol(logger=_PROBE_LOGGER)
         open_directly(server, [], None)
         server.receive_data(b"\x89\x80\x00\x00\x00\x00")  # a masked, empty ping
         (ping,) = server.events_received()

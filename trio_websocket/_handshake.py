@@ -21,16 +21,36 @@ from ._engine import CAN_OPEN_DIRECTLY, HEAD_LIMITS
 from ._errors import HandshakeError
 from ._transport import transport_for
 
+#: Headers whose values are credentials: the engine's log shows them redacted.
+_SECRET_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "set-cookie"}
+)
+#: How the engine logs one header line, sent (">") or received ("<").
+_HEADER_LINES = frozenset({"> %s: %s", "< %s: %s"})
+
 
 class _EngineLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """The engine's log, with its per-connection INFO lines demoted to DEBUG.
+    """The engine's log, quieter and without credentials.
 
-    Opening and closing are logged by our layer; the engine's own lines are
-    only useful when debugging.
+    Its per-connection INFO lines are demoted to DEBUG: opening and closing
+    are logged by our layer, and the engine's own lines are only useful when
+    debugging. At DEBUG it logs every handshake header; the values of
+    credentials (``Authorization``, ``Cookie`` and the like) are replaced,
+    so that turning debug logs on does not write passwords and session
+    tokens to log files. This relies on the engine's format for those lines
+    (``_HEADER_LINES``); ``tests/test_logging_levels.py`` fails if a
+    websockets release changes it.
     """
 
     def info(self, msg: object, *args: Any, **kwargs: Any) -> None:
         self.debug(msg, *args, **kwargs)
+
+    def debug(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        if msg in _HEADER_LINES and len(args) == 2:
+            name, _ = args
+            if str(name).lower() in _SECRET_HEADERS:
+                args = (name, "[redacted]")
+        super().debug(msg, *args, **kwargs)
 
 
 #: The logger handed to the engine for every connection.
