@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+from collections import deque
 from contextlib import AsyncExitStack
 
 import pytest
@@ -24,7 +25,13 @@ from trio_websocket import (
     WebSocketConnection,
     wrap_client_stream,
 )
-from trio_websocket._pubsub import SLOW_CLIENT_CODE, ChannelMessage, Overflow
+from trio_websocket._broadcast import frame_message
+from trio_websocket._pubsub import (
+    SLOW_CLIENT_CODE,
+    ChannelMessage,
+    Overflow,
+    _take_burst,
+)
 from trio_websocket._pubsub_redis import open_redis_pubsub
 from trio_websocket._settings import Compression
 
@@ -451,3 +458,17 @@ async def test_bursts_reach_readers_that_keep_up_whole_and_in_order(
                         assert got == sent[start : start + 50]
             assert (group.evicted, group.dropped, len(group)) == (0, 0, 12)
             assert group.relayed == len(sent)
+
+
+def test_a_burst_joins_at_most_64_kib_of_frames_and_keeps_the_order() -> None:
+    messages: list[ChannelMessage] = [b"a" * 40_000, b"b" * 40_000, "c" * 10]
+    messages += ["d" * 10, b"e" * 70_000]
+    framed = deque(frame_message(message) for message in messages)
+    bursts = []
+    while framed:
+        bursts.append(_take_burst(framed))
+    sizes = [[framed.payload_size for framed in burst.messages] for burst in bursts]
+    assert sizes == [[40_000], [40_000, 10, 10], [70_000]]  # a large one goes alone
+    for burst in bursts:
+        assert burst.frames == b"".join(framed.frame for framed in burst.messages)
+        assert burst.payload_size == sum(sizes[bursts.index(burst)])

@@ -348,7 +348,8 @@ class PubSub:
         Messages that arrive together go out together: while every
         connection is idle, up to half of ``max_pending`` of them (at most
         64) are relayed in one pass and one write per connection, and a
-        writer task writes all that waits for its connection at once.
+        writer task writes what waits for its connection at once; each
+        write joins at most 64 KiB of frames (a larger message goes alone).
 
         Leaving the block stops relaying; a write still in progress is
         cancelled, which aborts that connection (half a frame cannot be
@@ -374,6 +375,11 @@ class PubSub:
 _RELAY_BATCH = 64
 
 
+#: Bytes of frames joined into one write at most: past that, joining would
+#: copy large messages for no saving in system calls.
+_JOIN_LIMIT = 64 * 2**10
+
+
 class _Burst:
     """Messages relayed in one pass: each framed once, and all back to back."""
 
@@ -383,6 +389,18 @@ class _Burst:
         self.messages = messages
         self.frames = b"".join([framed.frame for framed in messages])
         self.payload_size = sum(framed.payload_size for framed in messages)
+
+
+def _take_burst(queue: deque[FramedMessage]) -> _Burst:
+    """Take the first message of ``queue``, and those after it that fit in
+    :data:`_JOIN_LIMIT` bytes together."""
+    taken = [queue.popleft()]
+    size = len(taken[0].frame)
+    while queue and size + len(queue[0].frame) <= _JOIN_LIMIT:
+        framed = queue.popleft()
+        taken.append(framed)
+        size += len(framed.frame)
+    return _Burst(taken)
 
 
 class _Member:
@@ -457,8 +475,9 @@ class FanOut:
                     items.append(subscription.receive_nowait())
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
-            burst = self._frame(items, gap_message)
-            if burst.messages:
+            framed = self._frame(items, gap_message)
+            while framed:
+                burst = _take_burst(framed)
                 for member in list(self._members.values()):
                     self._offer(member, burst)
 
@@ -478,8 +497,8 @@ class FanOut:
 
     def _frame(
         self, items: list[ChannelMessage | Gap], gap_message: ChannelMessage | None
-    ) -> _Burst:
-        framed = []
+    ) -> deque[FramedMessage]:
+        framed: deque[FramedMessage] = deque()
         for item in items:
             if isinstance(item, Gap):
                 self.gaps += 1
@@ -488,7 +507,7 @@ class FanOut:
                 item = gap_message
             self.relayed += 1
             framed.append(frame_message(item))
-        return _Burst(framed)
+        return framed
 
     def _offer(self, member: _Member, burst: _Burst) -> None:
         connection = member.connection
@@ -548,12 +567,12 @@ class FanOut:
 async def _send_pending(
     connection: WebSocketConnection, pending: deque[FramedMessage]
 ) -> None:
-    """Write what waits: all of it in one write where frames can be shared."""
+    """Write what waits: as much as :func:`_take_burst` joins, where frames
+    can be shared; else the next message."""
     if not connection.takes_shared_frames:
         await send_framed(connection, pending.popleft())
         return
-    burst = _Burst(list(pending))
-    pending.clear()
+    burst = _take_burst(pending)
     await connection.send_shared_frame(
         burst.frames, burst.payload_size, len(burst.messages)
     )
