@@ -930,3 +930,28 @@ async def test_server_retries_accept_when_out_of_file_descriptors(
         and record.levelno == logging.WARNING
         for record in caplog.records
     )
+
+
+async def test_out_of_descriptors_is_one_warning_for_all_listeners(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Two addresses (as IPv4 and IPv6), one shortage: one warning.
+    caplog.set_level(logging.DEBUG, "trio-websocket")
+    pairs = [trio.testing.memory_stream_pair() for _ in range(2)]
+    listeners = [FlakyListener(server_stream) for _, server_stream in pairs]
+    server = WebSocketServer(echo_handler, listeners)
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.run)
+            for client_stream, _ in pairs:  # both listeners failed, then accepted
+                ws = await wrap_client_stream(nursery, client_stream, "localhost", "/")
+                await ws.send_message("served")
+                assert await ws.get_message() == "served"
+                await ws.aclose()
+            await server.aclose()
+    shortages = [
+        record.levelno
+        for record in caplog.records
+        if "cannot accept connections" in record.getMessage()
+    ]
+    assert sorted(shortages) == [logging.DEBUG, logging.WARNING]

@@ -60,10 +60,11 @@ async def accept_clients(
     back once the handshake is over; ``handle`` must close the stream it is
     given. Runs until cancelled.
     """
+    clock = _WarningClock()  # one warning a minute for the server, not per listener
     async with trio.open_nursery() as nursery:
         for listener in listeners:
             nursery.start_soon(
-                _accept_forever, listener, handle, handler_nursery, slots
+                _accept_forever, listener, handle, handler_nursery, slots, clock
             )
         task_status.started()
 
@@ -73,8 +74,9 @@ async def _accept_forever(
     handle: ClientHandler,
     handler_nursery: trio.Nursery,
     slots: HandshakeSlots,
+    clock: _WarningClock,
 ) -> NoReturn:
-    shortage = _Shortage()
+    shortage = _Shortage(clock)
     while True:
         await slots.wait_for_one()
         try:
@@ -89,18 +91,35 @@ async def _accept_forever(
         handler_nursery.start_soon(handle, stream)
 
 
+class _WarningClock:
+    """When a shortage was last reported as a warning, for all of a server's
+    listeners: one process running out of descriptors is one problem, however
+    many addresses it listens on (IPv4 and IPv6, say)."""
+
+    def __init__(self) -> None:
+        self._warned_at = -math.inf
+
+    def may_warn(self) -> bool:
+        """True at most once a minute."""
+        now = trio.current_time()
+        if now - self._warned_at < _WARNING_INTERVAL:
+            return False
+        self._warned_at = now
+        return True
+
+
 class _Shortage:
     """Pauses while accept() fails for lack of descriptors or memory.
 
     The first failure is a warning (the operator must act: raise the limit,
-    find a leak), but at most once a minute: at the limit, every client that
-    leaves lets one more in, and the next accept() fails again.
+    find a leak), but at most once a minute (``clock``): at the limit, every
+    client that leaves lets one more in, and the next accept() fails again.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: _WarningClock) -> None:
         self._pause = 0.0  # 0 while accept() works
         self._warned = False  # this shortage was reported as a warning
-        self._warned_at = -math.inf
+        self._clock = clock
 
     async def pause(self, error_number: int) -> None:
         """Wait before the next try, longer each time."""
@@ -119,10 +138,7 @@ class _Shortage:
             logger.log(level, "accepting connections again")
 
     def _report(self, error_number: int) -> None:
-        now = trio.current_time()
-        self._warned = now - self._warned_at >= _WARNING_INTERVAL
-        if self._warned:
-            self._warned_at = now
+        self._warned = self._clock.may_warn()
         logger.log(
             logging.WARNING if self._warned else logging.DEBUG,
             "cannot accept connections: %s; pausing, open connections are still served",
