@@ -3,7 +3,7 @@
 Shared by ``test_bad_input``, ``test_attacks``, ``test_attacks_protocol`` and
 ``test_fuzzing``: frame and handshake builders, a raw client and a raw
 server that speak them by hand, and a recorded server of ours. The handshake
-request is ``raw_http``'s (re-exported here, with ``HOST``).
+request and ``HOST`` are ``raw_http``'s.
 """
 
 from __future__ import annotations
@@ -22,9 +22,7 @@ from typing import Any
 
 import pytest
 import trio
-from raw_http import HOST as HOST
-from raw_http import MAX_READS
-from raw_http import upgrade_request as upgrade_request
+from raw_http import HOST, MAX_READS, upgrade_request
 
 from trio_websocket import (
     CloseReason,

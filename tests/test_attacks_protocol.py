@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 import trio
+from raw_http import HOST, upgrade_request
 from raw_peer import (
     BINARY,
     CLOSE,
     CONT,
-    HOST,
     LIMIT,
     PING,
     PONG,
@@ -37,7 +37,6 @@ from raw_peer import (
     start_raw_server,
     start_server,
     status_of,
-    upgrade_request,
     upgrade_response,
     upgraded_raw_client,
 )

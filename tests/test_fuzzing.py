@@ -44,11 +44,11 @@ from early_text import ArrivingFrame, InProgress, refused_early
 from frame_strategies import deflate, frames
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
+from raw_http import HOST, upgrade_request
 from raw_peer import (
     BINARY,
     CLOSE,
     CONT,
-    HOST,
     LIMIT,
     PING,
     PONG,
@@ -56,7 +56,6 @@ from raw_peer import (
     accept_key,
     close_payload,
     serve_limited,
-    upgrade_request,
     wire_frame,
 )
 from websockets.client import ClientProtocol

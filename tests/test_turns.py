@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from raw_http import HOST
 from raw_peer import (
     CLOSE,
-    HOST,
     LIMIT,
     PING,
     SERVER_BAD_FRAMES,

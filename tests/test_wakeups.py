@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 
 import trio
-from raw_peer import HOST, TEST_BOUND, TEXT, frame, upgraded_raw_client
+from raw_http import HOST
+from raw_peer import TEST_BOUND, TEXT, frame, upgraded_raw_client
 
 from trio_websocket import WebSocketRequest, serve_websocket
 
