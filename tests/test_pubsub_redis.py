@@ -448,3 +448,21 @@ async def test_a_burst_from_redis_loses_nothing_for_a_reader_that_keeps_up(
         with trio.fail_after(TIMEOUT):
             got = [await room.receive() for _ in sent]
         assert got == sent  # at most half a buffer per pass: no Gap
+
+
+async def test_leaving_while_redis_is_frozen_gives_up_after_the_timeout(
+    redis_server: RedisServer,
+) -> None:
+    await redis_server.ready()
+    assert redis_server.process is not None
+    try:
+        with trio.fail_after(TIMEOUT):  # about twice connect_timeout
+            async with open_redis_pubsub(
+                port=redis_server.port, connect_timeout=0.5
+            ) as hub:
+                redis_server.process.send_signal(signal.SIGSTOP)  # no answers
+                for number in range(100):
+                    hub.publish_nowait("room", f"m{number}")
+                await trio.sleep(0.1)  # the first pipeline waits for its answer
+    finally:
+        redis_server.process.send_signal(signal.SIGCONT)
