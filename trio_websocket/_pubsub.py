@@ -261,10 +261,10 @@ class PubSub:
         when it turns false, until the subscribers had a turn: a subscriber
         that keeps up one message at a time then loses none.
         """
-        return all(
-            subscription.buffered < subscription.max_buffer // 2
-            for subscription in self._subscriptions.get(channel, ())
-        )
+        for subscription in self._subscriptions.get(channel, ()):
+            if subscription.buffered >= subscription.max_buffer // 2:
+                return False
+        return True
 
     def _gap_everywhere(self, gap: Gap) -> None:
         """Tell every subscription that messages may have been lost."""
