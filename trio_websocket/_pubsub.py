@@ -230,8 +230,7 @@ class PubSub:
 
         Returns the number of subscriptions it was handed to.
         """
-        message = _check_message(message)
-        count = self._deliver(channel, message)
+        count, _ = self._deliver(channel, _check_message(message))
         await trio.lowlevel.checkpoint()
         return count
 
@@ -245,26 +244,22 @@ class PubSub:
         """
         self._deliver(channel, _check_message(message))
 
-    def _deliver(self, channel: str, message: ChannelMessage) -> int:
-        subscriptions = self._subscriptions.get(channel, ())
+    def _deliver(self, channel: str, message: ChannelMessage) -> tuple[int, bool]:
+        """Hand ``message`` to every subscription of ``channel``.
+
+        Returns how many took it, and whether each still has its buffer
+        under half full: a backend that receives messages in bursts stops
+        handing them over when it has not, until the subscribers had a turn,
+        so a subscriber that keeps up one message at a time loses none.
+        """
         count = 0
-        for subscription in subscriptions:
+        roomy = True
+        for subscription in self._subscriptions.get(channel, ()):
             if not subscription._ended:  # ended ones leave at their block's end
                 subscription._put(message)
                 count += 1
-        return count
-
-    def _has_room(self, channel: str) -> bool:
-        """Whether every subscription of ``channel`` has its buffer under half full.
-
-        A backend that receives messages in bursts stops handing them over
-        when it turns false, until the subscribers had a turn: a subscriber
-        that keeps up one message at a time then loses none.
-        """
-        for subscription in self._subscriptions.get(channel, ()):
-            if subscription.buffered >= subscription.max_buffer // 2:
-                return False
-        return True
+                roomy = roomy and subscription.buffered < subscription.max_buffer // 2
+        return count, roomy
 
     def _gap_everywhere(self, gap: Gap) -> None:
         """Tell every subscription that messages may have been lost."""

@@ -321,9 +321,8 @@ class RedisPubSub(PubSub):
                 self._subscriber = None
 
     def _on_message(self, channel: bytes, data: bytes) -> bool:
-        name = channel.decode(errors="replace")
-        self._deliver(name, _decode(data))
-        return self._has_room(name)
+        _, roomy = self._deliver(channel.decode(errors="replace"), _decode(data))
+        return roomy
 
     def _disconnected(self) -> None:
         self.disconnects += 1

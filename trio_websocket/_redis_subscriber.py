@@ -88,21 +88,24 @@ class Subscriber:
         long as ``on_message`` says there is room for them. Runs until the
         connection is lost, which raises coredis's ``ConnectionError``.
         """
-        import anyio  # coredis's own dependency, present where coredis is
-
         take_waiting = waiting_pushes(self._connection)
         async for push in self._connection.push_messages:
-            room = self._handle(push, on_message)
-            if take_waiting is None:
-                continue
-            for _ in range(MAX_PUSHES_PER_PASS):
-                if not room:
-                    break  # let the subscribers read first
-                try:
-                    push = take_waiting()
-                except (anyio.WouldBlock, anyio.EndOfStream):
-                    break  # none waits, or the connection ended: the loop says
-                room = self._handle(push, on_message)
+            if self._handle(push, on_message) and take_waiting is not None:
+                self._handle_waiting(take_waiting, on_message)
+
+    def _handle_waiting(
+        self, take_waiting: Callable[[], list[Any]], on_message: MessageHandler
+    ) -> None:
+        """Handle the pushes that already arrived, while there is room for them."""
+        import anyio  # coredis's own dependency, present where coredis is
+
+        for _ in range(MAX_PUSHES_PER_PASS):
+            try:
+                push = take_waiting()
+            except (anyio.WouldBlock, anyio.EndOfStream):
+                return  # none waits, or the connection ended: the loop says
+            if not self._handle(push, on_message):
+                return  # let the subscribers read first
 
     def _handle(self, push: list[Any], on_message: MessageHandler) -> bool:
         kind = push[0]
