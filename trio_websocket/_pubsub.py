@@ -164,14 +164,10 @@ class Subscription:
         return self
 
     async def __anext__(self) -> ChannelMessage | Gap:
-        await trio.lowlevel.checkpoint()
-        while True:
-            try:
-                return self.receive_nowait()
-            except trio.WouldBlock:
-                await self._lot.park()
-            except trio.EndOfChannel:
-                raise StopAsyncIteration from None
+        try:
+            return await self.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
 
     def receive_nowait(self) -> ChannelMessage | Gap:
         """The next message or gap if one is waiting, without a checkpoint.
@@ -197,10 +193,12 @@ class Subscription:
 
     async def receive(self) -> ChannelMessage | Gap:
         """The next message or gap; :exc:`trio.EndOfChannel` once ended."""
-        try:
-            return await self.__anext__()
-        except StopAsyncIteration:
-            raise trio.EndOfChannel from None
+        await trio.lowlevel.checkpoint()
+        while True:
+            try:
+                return self.receive_nowait()
+            except trio.WouldBlock:
+                await self._lot.park()
 
 
 class PubSub:
