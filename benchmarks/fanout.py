@@ -1,6 +1,6 @@
 """Fan-out deliveries per second of the chat-style relay, through Redis or not.
 
-    .venv/bin/python benchmarks/fanout.py               # about a minute
+    .venv/bin/python benchmarks/fanout.py               # about two minutes
     .venv/bin/python benchmarks/fanout.py --repeats 3 --seconds 1
 
 The server is the relay of ``serve --broadcast --pubsub``: each worker of
@@ -15,11 +15,18 @@ The clients all run in this process (a separate one from the servers),
 as raw TCP sockets that do the handshake and then only count bytes: the
 frames are of one size, so counting is cheap, and each frame's header is
 checked. One client, the publisher, also sends (or two take turns, one on
-each worker where there are two); together they keep at most ``--window``
-messages ahead of the slowest client. The frames in flight fit in the
-clients' socket buffers (at most ``MAX_WINDOW`` of 66 bytes), so the relay's
-own queue per connection (64 messages, past which a slow client is closed)
-stays empty; were it not so, the closed client would stop the run.
+each worker where there are two); together they keep at most a window of
+messages ahead of the slowest client.
+
+The load generator shares the servers' cores, so it is kept cheap: the
+clients are read every few milliseconds (a read then takes many frames),
+into one reused buffer. The window must cover the messages delivered while
+a client waits for its next read, or the run measures the round trip, not
+the relay; so the more clients there are to read (each read costs the same),
+the longer the interval and the larger the window. What piles up for one
+client between two reads stays far within a loopback socket's buffers, so
+the relay's own queue per connection (64 messages, past which a slow client
+is closed) stays empty; were it not so, the closed client would stop the run.
 Everything is bounded (message count and time budget, timeouts on every
 wait) and on 127.0.0.1; this script starts and stops its own
 ``redis-server``. Results: a table on stdout and ``results/fanout.md``.
@@ -45,6 +52,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import trio
 from trio_websocket import (
@@ -60,10 +68,11 @@ from trio_websocket import (
 
 RESULTS = Path(__file__).parent / "results" / "fanout.md"
 MAX_PENDING = 64  # as serve --broadcast (OUTBOX_SIZE): a slower client is closed
-MAX_WINDOW = 512  # messages in flight: 34 KB, within a loopback socket's buffers
 PAYLOAD = 64  # bytes of text per message
 FRAME = 2 + PAYLOAD  # what a client receives per message: unmasked, short length
 TEXT_FIN = 0x81
+CLOSE_FIN = 0x88
+READ_SIZE = 262144  # bytes per recv_into()
 WARMUP = 200  # messages before each measurement (their deliveries are checked)
 DRAIN_TIMEOUT = 15.0
 CONNECT_TIMEOUT = 10.0
@@ -298,6 +307,9 @@ class Clients:
         self.received = [0] * len(socks)  # frames, per client
         self._offsets = [0] * len(socks)  # bytes; frames start at multiples of FRAME
         self._index = {sock.fileno(): i for i, sock in enumerate(socks)}
+        # One buffer for every read: a fresh 256 KiB bytes per recv() costs
+        # the clients more than the reading (allocation and page faults).
+        self._buffer = bytearray(READ_SIZE)
         self._epoll = select.epoll()
         for sock in socks:
             sock.settimeout(5.0)  # epoll says when a read will not wait
@@ -326,16 +338,28 @@ class Clients:
             timeout = 0.0 if self.ready() else timeout - self.read_interval
         for fd, _ in self._epoll.poll(max(timeout, 0.0)):
             index = self._index[fd]
-            data = self.socks[index].recv(262144)
-            if not data:
+            size = self.socks[index].recv_into(self._buffer)
+            if not size:
                 raise RuntimeError(f"client {index}: the server closed the connection")
             offset = self._offsets[index]
-            headers = data[(-offset) % FRAME :: FRAME]
+            headers = self._buffer[(-offset) % FRAME : size : FRAME]
             if headers.count(TEXT_FIN) != len(headers):
-                raise RuntimeError(f"client {index}: unexpected frame (evicted?)")
-            offset += len(data)
+                raise RuntimeError(
+                    f"client {index}: {_unexpected(self._buffer[:size])}"
+                )
+            offset += size
             self._offsets[index] = offset
             self.received[index] = offset // FRAME
+
+
+def _unexpected(data: bytearray) -> str:
+    """What came instead of a message: a close frame says why."""
+    at = data.find(bytes([CLOSE_FIN]))
+    if at >= 0 and len(data) >= at + 4:
+        code = int.from_bytes(data[at + 2 : at + 4], "big")
+        reason = bytes(data[at + 4 : at + 2 + data[at + 1]]).decode(errors="replace")
+        return f"closed by the server with {code} ({reason})"
+    return "an unexpected frame"
 
 
 def _message_frames(count: int) -> bytes:
@@ -382,9 +406,10 @@ class Config:
     key: str
     server: str
     clients: int
-    batched_reads: bool  # let frames pile up for --read-ms between reads
     label: str
     publishers: int = 1
+    read_ms: float = 5.0  # let frames pile up this long between reads (0: don't)
+    window: int = 500  # messages in flight, at most
 
 
 @dataclass
@@ -409,12 +434,17 @@ def _measure(
     config: Config, server: Server, redis_pid: int, args: argparse.Namespace
 ) -> Sample:
     socks = _connect_spread(server.port, config.clients, server.workers)
-    clients = Clients(socks, args.read_ms / 1000 if config.batched_reads else 0)
+    clients = Clients(socks, config.read_ms / 1000)
     worker_pids = _children(server.process.pid)
     try:
         # Warm-up, and a check that every client gets every message.
         _publish(
-            clients, config.publishers, 0, WARMUP, args.window, time.perf_counter() + 10
+            clients,
+            config.publishers,
+            0,
+            WARMUP,
+            config.window,
+            time.perf_counter() + 10,
         )
         if clients.received != [WARMUP] * len(clients.socks):
             raise RuntimeError(f"warm-up deliveries: {clients.received}")
@@ -426,7 +456,7 @@ def _measure(
             config.publishers,
             WARMUP,
             args.messages,
-            args.window,
+            config.window,
             start + args.seconds,
         )
         seconds = time.perf_counter() - start
@@ -443,16 +473,20 @@ def _measure(
     )
 
 
+#: 400 clients are read a quarter as often as 40 (each read costs the same),
+#: with a window to match.
+MANY: dict[str, Any] = {"read_ms": 20.0, "window": 2000}
+
 CONFIGS = [
-    Config("redis1", "redis1", 40, True, "1 worker, Redis hub"),
-    Config("redis2", "redis2", 40, True, "2 workers, Redis hub"),
-    Config("redis1_p2", "redis1", 40, True, "1 worker, Redis hub, 2 publishers", 2),
-    Config("redis2_p2", "redis2", 40, True, "2 workers, Redis hub, 2 publishers", 2),
-    Config("redis1_400", "redis1", 400, True, "1 worker, Redis hub, 400 clients", 2),
-    Config("redis2_400", "redis2", 400, True, "2 workers, Redis hub, 400 clients", 2),
-    Config("local1", "local1", 40, True, "1 worker, in-process hub"),
-    Config("redis1_c1", "redis1", 1, False, "1 worker, Redis hub, 1 client"),
-    Config("local1_c1", "local1", 1, False, "1 worker, in-process hub, 1 client"),
+    Config("redis1", "redis1", 40, "1 worker, Redis hub"),
+    Config("redis2", "redis2", 40, "2 workers, Redis hub"),
+    Config("redis1_p2", "redis1", 40, "1 worker, Redis hub, 2 publishers", 2),
+    Config("redis2_p2", "redis2", 40, "2 workers, Redis hub, 2 publishers", 2),
+    Config("redis1_400", "redis1", 400, "1 worker, Redis hub, 400 clients", 2, **MANY),
+    Config("redis2_400", "redis2", 400, "2 workers, Redis hub, 400 clients", 2, **MANY),
+    Config("local1", "local1", 40, "1 worker, in-process hub"),
+    Config("redis1_c1", "redis1", 1, "1 worker, Redis hub, 1 client", read_ms=0),
+    Config("local1_c1", "local1", 1, "1 worker, in-process hub, 1 client", read_ms=0),
 ]
 
 
@@ -503,6 +537,7 @@ def _report(samples: dict[str, list[Sample]], args: argparse.Namespace) -> str:
         runs = samples[config.key]
         rows.append(
             f"| {config.label} | {config.clients} "
+            f"| {config.window} | {config.read_ms:g} "
             f"| {_summary([s.deliveries_per_s for s in runs], ',.0f')} "
             f"| {_summary([s.us_per_message for s in runs], ',.1f')} "
             f"| {_summary([s.server_cpu / s.seconds for s in runs], '.2f')} "
@@ -517,12 +552,11 @@ def _report(samples: dict[str, list[Sample]], args: argparse.Namespace) -> str:
     scaling_rows = []
     verdicts = []
     for one, two, what in pairs:
-        scaling = per_repeat(lambda i, one=one, two=two: rate(two, i) / rate(one, i))
-        efficiency = per_repeat(
-            lambda i, one=one, two=two: (
-                per_server_core(two, i) / per_server_core(one, i)
-            )
-        )
+        scaling = [rate(two, i) / rate(one, i) for i in range(args.repeats)]
+        efficiency = [
+            per_server_core(two, i) / per_server_core(one, i)
+            for i in range(args.repeats)
+        ]
         scaling_rows += [
             f"| 2 workers ÷ 1 worker, {what} | {_summary(scaling, '.2f')} × |",
             f"| the same, deliveries per second of server CPU "
@@ -543,25 +577,25 @@ def _report(samples: dict[str, list[Sample]], args: argparse.Namespace) -> str:
         "# Fan-out through Redis: deliveries per second",
         "",
         f"`python benchmarks/fanout.py --repeats {args.repeats} "
-        f"--seconds {args.seconds:g} --messages {args.messages} "
-        f"--window {args.window} --read-ms {args.read_ms:g}`",
+        f"--seconds {args.seconds:g} --messages {args.messages}`",
         "",
         f"Machine: {cores} cores, {platform.machine()}, "
         f"Linux {platform.release()}, Python {platform.python_version()}, "
         f"{redis_version.split(' sha=')[0]}. Loopback only.",
         "",
         f"One publisher (or two taking turns, one per worker where there are two) "
-        f"sends {PAYLOAD}-byte text messages (at most {args.window} "
-        "ahead of the slowest client) through the chat relay; every message "
-        "reaches every client (a delivery). Cells: median (min–max) over "
+        f"sends {PAYLOAD}-byte text messages (at most a window "
+        "ahead of the slowest client, which is read every few ms) through the "
+        "chat relay; every message reaches every client (a delivery). "
+        "Cells: median (min–max) over "
         f"{args.repeats} repeats, configurations rotated on each repeat. "
         "CPU columns: CPU seconds per wall second of the server's workers, "
         "of the client process and of redis-server during the measurement "
         "(1.00 = one core busy).",
         "",
-        "| configuration | clients | deliveries/s | µs per message "
-        "| server CPU | client CPU | redis CPU |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| configuration | clients | window | read every (ms) "
+        "| deliveries/s | µs per message | server CPU | client CPU | redis CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         *rows,
         "",
         "Ratios, taken within each repeat:",
@@ -600,10 +634,6 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=1.5, help="budget per run")
     parser.add_argument("--messages", type=int, default=50_000, help="cap per run")
-    parser.add_argument("--window", type=int, default=500)
-    parser.add_argument(
-        "--read-ms", type=float, default=5.0, help="clients read at most this often"
-    )
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--serve", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -611,8 +641,6 @@ def main() -> int:
         hub_kind, workers, redis_port, channel = args.serve
         _serve_main(hub_kind, int(workers), int(redis_port), channel)
         return 0
-    if not 1 <= args.window <= MAX_WINDOW:
-        parser.error(f"--window must be between 1 and {MAX_WINDOW}")
     if shutil.which("redis-server") is None:
         print(
             "redis-server not found: this benchmark starts its own Redis "
