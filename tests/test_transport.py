@@ -129,3 +129,18 @@ def test_sizing_reader_reports_what_the_parser_still_needs() -> None:
     reader.feed_data(b"abc")
     next(parse)  # the parser waits: 10 bytes wanted, 3 buffered
     assert reader.missing == 7
+
+
+async def test_a_cancelled_read_takes_nothing() -> None:
+    # The read yields before it reads: cancelled there, it must leave the
+    # waiting bytes in the socket for the next read.
+    left, right = await socket_pair()
+    reader = SocketTransport(right)
+    async with left, right:
+        await left.send_all(b"keep me")
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await reader.receive(100)
+        assert scope.cancelled_caught
+        with trio.fail_after(TIMEOUT):
+            assert await reader.receive(100) == b"keep me"

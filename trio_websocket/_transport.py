@@ -10,9 +10,12 @@ when the kernel says it would block; every other stream (TLS, Unix
 sockets wrapped differently, in-memory streams) goes through its own
 methods.
 
-Fairness is kept explicitly: a reader that finds data without waiting, and a
-writer that has written a few dozen times without waiting, each yield once,
-so a flood in either direction cannot starve other tasks.
+Fairness is kept explicitly: a reader yields once before each read, and a
+writer that has written a few dozen times without waiting yields once, so a
+flood in either direction cannot starve other tasks. Yielding *before* the
+read also makes a busy server cheaper: while the other tasks run, the
+message a connection waits for usually arrives, so the read finds it
+instead of failing and parking the task on epoll.
 """
 
 from __future__ import annotations
@@ -94,13 +97,13 @@ class SocketTransport(StreamTransport):
 
     async def receive(self, max_bytes: int | None) -> bytes | bytearray:
         """Read what the kernel has; wait only if it has nothing."""
+        # Yield first, then read: a flood cannot starve other tasks, and
+        # under load what we wait for has often arrived while they ran,
+        # which saves a failed read, registering with epoll and a wake-up.
+        # Nothing is read before the yield, so a cancel there loses nothing.
+        await trio.lowlevel.checkpoint()
         size = max_bytes or 65536
         data = _system_call(os.read, self._fileno(), size)
-        if data is not None:
-            # Data without waiting: yield once so a flood cannot starve others,
-            # but never raise Cancelled, which would lose what was read.
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            return data
         while data is None:  # None again after a spurious wake-up
             await trio.lowlevel.wait_readable(self._socket)
             data = _system_call(os.read, self._fileno(), size)
