@@ -472,3 +472,33 @@ def test_a_burst_joins_at_most_64_kib_of_frames_and_keeps_the_order() -> None:
     for burst in bursts:
         assert burst.frames == b"".join(framed.frame for framed in burst.messages)
         assert burst.payload_size == sum(sizes[bursts.index(burst)])
+
+
+async def test_a_lagging_client_does_not_hold_back_the_others_bursts(
+    nursery: trio.Nursery,
+) -> None:
+    hub = PubSub()
+    joiner = Joiner()
+    server = await start_server(nursery, joiner)
+    sent = [f"m{number}" for number in range(50)]
+    async with hub.fan_out("room", max_pending=64, slow="drop_oldest") as group:
+        joiner.group = group
+        async with (
+            clients(server, 2) as connected,
+            upgraded(server.port, "/slow", receive_buffer=4096),
+        ):
+            await trio.testing.wait_all_tasks_blocked()
+            await lockstep(hub, connected, 1)  # the stalled client's write blocks
+            counter = TaskSteps("FanOut._pump")
+            trio.lowlevel.add_instrument(counter)
+            try:
+                for message in sent:
+                    hub.publish_nowait("room", message)
+                with trio.fail_after(TIMEOUT):
+                    for client in connected:
+                        assert [await client.get_message() for _ in sent] == sent
+            finally:
+                trio.lowlevel.remove_instrument(counter)
+            # Bursts of 32 while the stalled client still had room: not 50 passes.
+            assert counter.steps <= 4
+            assert (group.evicted, group.dropped, len(group)) == (0, 0, 3)

@@ -477,16 +477,18 @@ class FanOut:
     def _room(self) -> int:
         """How many messages one pass may relay.
 
-        While every connection is idle, a burst of up to half of
-        ``max_pending`` (at most 64) goes out in one pass, in one write per
-        connection. Once some connection has something left to write, one
-        message per pass, as its writer gets its turns between passes only:
-        a burst then never closes (or drops for) a connection whose writer
-        would have kept up one message at a time.
+        Up to half of ``max_pending`` (at most 64), and no more than the
+        fullest connection's queue still holds: a burst goes out in one
+        pass, in one write per idle connection, and never closes (or drops
+        for) a connection that had room for it. A connection that lags does
+        not slow the others down to one message per pass; it only bounds
+        the burst by what it can still queue.
         """
-        if any(not member.idle for member in self._members.values()):
-            return 1
-        return max(1, min(_RELAY_BATCH, self.max_pending // 2))
+        room = min(_RELAY_BATCH, self.max_pending // 2)
+        for member in self._members.values():
+            if member.pending:
+                room = min(room, self.max_pending - len(member.pending))
+        return max(1, room)
 
     def _frame(
         self, items: list[ChannelMessage | Gap], gap_message: ChannelMessage | None
