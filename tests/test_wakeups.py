@@ -1,9 +1,9 @@
 """Wake-ups under load, over real loopback TCP (issue 14, item 6).
 
 Counted with a Trio instrument, never timed: frames that arrive in one read
-reach a waiting consumer with one wake-up (besides the yield every read
-makes before it looks), and the messages after the first come out of the
-queue without another trip through the scheduler.
+reach a waiting consumer with one wake-up (besides the yield a consumer's
+read makes before it looks), and the messages after the first come out of
+the queue without another trip through the scheduler.
 """
 
 from __future__ import annotations
@@ -57,6 +57,6 @@ async def test_frames_of_one_read_reach_the_consumer_with_one_wake_up() -> None:
                 received, steps = await outcome.receive()
             nursery.cancel_scope.cancel()
     assert received == [str(i) for i in range(count)]
-    # The read yields once before it looks; the burst then arrives while the
-    # consumer waits, or during that yield: one wake-up for all 50 frames.
+    # A consumer's read yields once before it looks; the burst arrives during
+    # that yield or while the consumer waits: one wake-up for all 50 frames.
     assert steps <= 2

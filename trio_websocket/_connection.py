@@ -377,7 +377,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         turns.start_consumer_turn()
         try:
             while not self._reader_needed():
-                await self._receive()
+                await self._receive(yield_first=True)
                 item = self._queue.get_nowait()
                 if item is not None:
                     return item
@@ -790,10 +790,13 @@ class WebSocketConnection(trio.abc.AsyncResource):
         if self._turns is not None:
             self._turns.wake_reader()
 
-    async def _receive(self) -> None:
-        """Read one chunk from the network and handle the frames in it."""
+    async def _receive(self, *, yield_first: bool = False) -> None:
+        """Read one chunk from the network and handle the frames in it
+        (``yield_first``: see :meth:`SocketTransport.receive`)."""
         try:
-            data = await self._transport.receive(self._read_size)
+            data = await self._transport.receive(
+                self._read_size, yield_first=yield_first
+            )
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             data = b""
         self._take_input(data)

@@ -10,12 +10,13 @@ when the kernel says it would block; every other stream (TLS, Unix
 sockets wrapped differently, in-memory streams) goes through its own
 methods.
 
-Fairness is kept explicitly: a reader yields once before each read, and a
-writer that has written a few dozen times without waiting yields once, so a
-flood in either direction cannot starve other tasks. Yielding *before* the
-read also makes a busy server cheaper: while the other tasks run, the
-message a connection waits for usually arrives, so the read finds it
-instead of failing and parking the task on epoll.
+Fairness is kept explicitly: every read yields once (before or after it
+looks, see :meth:`SocketTransport.receive`), and a writer that has written
+a few dozen times without waiting yields once, so a flood in either
+direction cannot starve other tasks. A consumer waiting for its next
+message yields *before* the read: on a busy server the message usually
+arrives while the other tasks run, so the read finds it instead of failing
+and parking the task on epoll.
 """
 
 from __future__ import annotations
@@ -61,8 +62,14 @@ class StreamTransport:
             self.closed = True
             await trio.aclose_forcefully(self.stream)
 
-    async def receive(self, max_bytes: int | None) -> bytes | bytearray:
-        """Up to ``max_bytes`` bytes, ``b""`` at the end of the stream."""
+    async def receive(
+        self, max_bytes: int | None, *, yield_first: bool = False
+    ) -> bytes | bytearray:
+        """Up to ``max_bytes`` bytes, ``b""`` at the end of the stream.
+
+        ``yield_first`` only matters for :class:`SocketTransport`; the
+        stream's own ``receive_some`` decides when it yields.
+        """
         return await self.stream.receive_some(max_bytes)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
@@ -95,15 +102,31 @@ class SocketTransport(StreamTransport):
             raise trio.ClosedResourceError("the socket was closed")
         return fileno
 
-    async def receive(self, max_bytes: int | None) -> bytes | bytearray:
-        """Read what the kernel has; wait only if it has nothing."""
-        # Yield first, then read: a flood cannot starve other tasks, and
-        # under load what we wait for has often arrived while they ran,
-        # which saves a failed read, registering with epoll and a wake-up.
-        # Nothing is read before the yield, so a cancel there loses nothing.
-        await trio.lowlevel.checkpoint()
+    async def receive(
+        self, max_bytes: int | None, *, yield_first: bool = False
+    ) -> bytes | bytearray:
+        """Read what the kernel has; wait only if it has nothing.
+
+        Every read yields to the scheduler once, before or after it looks.
+        ``yield_first`` is for a task that comes back for the peer's next
+        message right after its own work (a consumer that just answered):
+        while the other tasks run, the message has often arrived, and the
+        read finds it instead of failing and parking on epoll. Otherwise the
+        read looks first, which spares a task that has to wait anyway (for
+        a round trip, say) a pass through the scheduler.
+        """
         size = max_bytes or 65536
-        data = _system_call(os.read, self._fileno(), size)
+        if yield_first:
+            # Nothing is read before the yield: a cancel there loses nothing.
+            await trio.lowlevel.checkpoint()
+            data = _system_call(os.read, self._fileno(), size)
+        else:
+            data = _system_call(os.read, self._fileno(), size)
+            if data is not None:
+                # Yield after, but never raise Cancelled: that would lose
+                # what was read.
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return data
         while data is None:  # None again after a spurious wake-up
             await trio.lowlevel.wait_readable(self._socket)
             data = _system_call(os.read, self._fileno(), size)
