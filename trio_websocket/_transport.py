@@ -119,14 +119,11 @@ class SocketTransport(StreamTransport):
         if yield_first:
             # Nothing is read before the yield: a cancel there loses nothing.
             await trio.lowlevel.checkpoint()
-            data = _system_call(os.read, self._fileno(), size)
-        else:
-            data = _system_call(os.read, self._fileno(), size)
-            if data is not None:
-                # Yield after, but never raise Cancelled: that would lose
-                # what was read.
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                return data
+        data = _system_call(os.read, self._fileno(), size)
+        if data is not None and not yield_first:
+            # Yield after, but never raise Cancelled: that would lose what
+            # was read.
+            await trio.lowlevel.cancel_shielded_checkpoint()
         while data is None:  # None again after a spurious wake-up
             await trio.lowlevel.wait_readable(self._socket)
             data = _system_call(os.read, self._fileno(), size)
