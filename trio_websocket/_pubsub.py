@@ -338,11 +338,12 @@ class PubSub:
         :attr:`FanOut.dropped`). ``on_gap``, if given, is sent to every
         connection where the channel reports a :class:`Gap`.
 
-        Messages that arrive together go out together: while every
-        connection is idle, up to half of ``max_pending`` of them (at most
-        64) are relayed in one pass and one write per connection, and a
-        writer task writes what waits for its connection at once; each
-        write joins at most 64 KiB of frames (a larger message goes alone).
+        Messages that arrive together go out together: up to half of
+        ``max_pending`` of them (at most 64, and no more than the fullest
+        connection's queue still holds) are relayed in one pass and one
+        write per idle connection, and a writer task writes what waits for
+        its connection at once; each write joins at most 64 KiB of frames
+        (a larger message goes alone).
 
         Leaving the block stops relaying; a write still in progress is
         cancelled, which aborts that connection (half a frame cannot be
