@@ -386,6 +386,8 @@ class _ConnectionScope:
             await self._close_nursery(nursery)
             raise
         self._nursery = nursery
+        # Our nursery outlives the connection, so its reader may rest.
+        self._connection.let_reader_rest()
         return self._connection
 
     async def __aexit__(self, *exc_info: object) -> None:

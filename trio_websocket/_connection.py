@@ -115,6 +115,7 @@ from ._engine import (
 from ._errors import CloseReason, ConnectionClosed
 from ._frames import BINARY, CONTROL, DATA, FAILED, NEED_DATA, TEXT, FrameReader
 from ._handshake import PackedHeaders
+from ._idle import REST_AFTER, SocketWatcher, socket_watcher
 from ._iterators import BytesLike, Chunks, Fragments, Messages, chunk_iterator
 from ._keepalive import keep_alive
 from ._locks import WriteLock
@@ -155,6 +156,47 @@ class WebSocketConnection(trio.abc.AsyncResource):
     """
 
     CONNECTION_ID = itertools.count()
+
+    # Slots: a server holds thousands of these, and past 30 attributes an
+    # instance's attributes move into a dictionary of their own (1.5 KB).
+    # "__dict__" keeps the attributes applications set on a connection.
+    __slots__ = (
+        "__dict__",
+        "__weakref__",
+        "_assembler",
+        "_close_reason",
+        "_close_timed_out",
+        "_closing_locally",
+        "_counters",
+        "_engine_input",
+        "_frames",
+        "_frames_own_messages",
+        "_handshake_headers",
+        "_id",
+        "_input_ended",
+        "_message_lock",
+        "_mid_message",
+        "_path",
+        "_pings",
+        "_pong_due",
+        "_protocol",
+        "_queue",
+        "_read_size",
+        "_reader_done",
+        "_reader_finished",
+        "_reader_nursery",
+        "_reader_scope",
+        "_refused_peer",
+        "_rest_after",
+        "_resting_on",
+        "_sending_text",
+        "_settings",
+        "_stream",
+        "_transport",
+        "_turns",
+        "_watcher",
+        "_write_lock",
+    )
 
     def __init__(
         self,
@@ -197,7 +239,11 @@ class WebSocketConnection(trio.abc.AsyncResource):
         self._closing_locally = False
         self._refused_peer = False
         self._close_timed_out = False
-        self._reader_scope = trio.CancelScope()
+        self._reader_scope = trio.CancelScope()  # a new one each time it starts
+        self._reader_nursery: trio.Nursery | None = None
+        self._rest_after: float | None = None  # see let_reader_rest()
+        self._watcher: SocketWatcher | None = None  # these two while it rests
+        self._resting_on: int | None = None
         self._reader_finished = False
         self._reader_done: trio.Event | None = None  # made for the first waiter
         self._input_ended = False
@@ -225,10 +271,32 @@ class WebSocketConnection(trio.abc.AsyncResource):
             logger.debug("%s: open, %s %s", self, self.remote, self._path)
         if _ends_inside_a_message(early_events):
             self._frames = None  # the engine is counting that message
+        self._reader_nursery = nursery
         nursery.start_soon(self._reader_task, early_events, early_data)
         if self._settings.ping_interval is not None:
             timeout = self._settings.ping_timeout or self._settings.ping_interval
             nursery.start_soon(keep_alive, self, self._settings.ping_interval, timeout)
+
+    def let_reader_rest(self) -> None:
+        """Let the reader end while the socket is quiet (see :mod:`._idle`).
+
+        Only for an owner whose nursery stays open as long as the connection
+        does (``open_websocket``, the server's per-client nursery): a resting
+        reader is started again in that nursery.
+
+        :meta private:
+        """
+        if isinstance(self._transport, SocketTransport):
+            self._rest_after = REST_AFTER
+
+    async def abandon(self) -> None:
+        """Drop the connection (1006) unless it is closed already; for an owner
+        whose nursery ended, which a resting reader cannot notice.
+
+        :meta private:
+        """
+        if not self._reader_finished:
+            await self._abort()
 
     # -- Properties ---------------------------------------------------------
 
@@ -697,6 +765,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         if self._close_reason is None:
             self._close_reason = CloseReason(_ABNORMAL, None)
         self._reader_scope.cancel()
+        self._wake_reader()  # a resting reader starts, to end at once
         self._wake_everyone()
         await self._transport.aclose_forcefully()
 
@@ -710,7 +779,9 @@ class WebSocketConnection(trio.abc.AsyncResource):
     async def _reader_task(
         self, early_events: Sequence[Event], early_data: bytes
     ) -> None:
-        """Read the network until the connection closes, then close it."""
+        """Read the network until the connection closes, then close it (or
+        until the socket is quiet, then rest: see :mod:`._idle`)."""
+        rests = False
         try:
             with self._reader_scope:
                 # What arrived along with the handshake.
@@ -718,24 +789,72 @@ class WebSocketConnection(trio.abc.AsyncResource):
                 if early_data:
                     self._take_input(early_data)
                 await self._write_engine_replies()
-                await self._read_until_end()
+                rests = await self._read_until_end()
             self._close_timed_out = (
                 self._reader_scope.cancelled_caught
                 and trio.current_time() >= self._reader_scope.deadline
             )
         finally:
-            self._note_close_reason()
-            if self._close_reason is None:  # the reader task was cancelled
-                self._close_reason = CloseReason(_ABNORMAL, None)
-            self._wake_everyone()
-            await self._transport.aclose_forcefully()
-            self._reader_finished = True
-            # The turns hold our _reader_needed: a cycle that would keep a
-            # closed connection (and its zlib state) until the cyclic GC runs.
-            self._turns = None
-            if self._reader_done is not None:
-                self._reader_done.set()
-            self._log_close()
+            if not rests:
+                self._stop_input()
+                await self._transport.aclose_forcefully()
+                self._reader_stopped()
+
+    def _stop_input(self) -> None:
+        """The reader is done: settle the close reason, wake every waiter."""
+        self._note_close_reason()
+        if self._close_reason is None:  # the reader task was cancelled
+            self._close_reason = CloseReason(_ABNORMAL, None)
+        self._wake_everyone()
+
+    def _reader_stopped(self) -> None:
+        """The transport is closed: the connection is closed."""
+        self._reader_finished = True
+        # The turns hold our _reader_needed: a cycle that would keep a
+        # closed connection (and its zlib state) until the cyclic GC runs.
+        self._turns = None
+        if self._reader_done is not None:
+            self._reader_done.set()
+        self._log_close()
+
+    def _may_rest(self) -> bool:
+        """Whether the reader may leave the socket to the watcher: not while
+        the connection closes (the reader keeps the closing deadline)."""
+        return (
+            self._protocol.state is OPEN
+            and not self._closing_locally
+            and not self._reader_scope.cancel_called
+        )
+
+    def _rest(self) -> bool:
+        """Hand the quiet socket to the watcher; False if nothing can watch
+        it (out of descriptors, say)."""
+        transport = self._transport
+        watcher = socket_watcher()
+        if transport.closed or watcher is None:
+            return False
+        assert isinstance(transport, SocketTransport)
+        self._watcher, self._resting_on = watcher, transport.fileno()
+        watcher.watch(self._resting_on, self._resume_reader)
+        return True
+
+    def _resume_reader(self) -> None:
+        """Start the resting reader again, in the same nursery."""
+        assert self._watcher is not None and self._resting_on is not None
+        self._watcher.forget(self._resting_on)
+        self._resting_on = None
+        rested = self._reader_scope
+        self._reader_scope = trio.CancelScope(deadline=rested.deadline)
+        if rested.cancel_called:
+            self._reader_scope.cancel()
+        assert self._reader_nursery is not None
+        try:
+            self._reader_nursery.start_soon(self._reader_task, (), b"")
+        except RuntimeError:  # the nursery ended while the reader rested
+            self._stop_input()
+            assert isinstance(self._transport, SocketTransport)
+            self._transport.close_now()
+            self._reader_stopped()
 
     async def wait_until_closed(self) -> None:
         """Wait until the reader task has closed the connection.
@@ -761,11 +880,16 @@ class WebSocketConnection(trio.abc.AsyncResource):
             "%s: closed by %s, %d %s%s", self, by, reason.code, reason.name, text
         )
 
-    async def _read_until_end(self) -> None:
+    async def _read_until_end(self) -> bool:
+        """Read until the input ends; True if the reader rests instead."""
         turns = self._turns
+        rest_after = self._rest_after
         while not self._input_ended:
             await self._queue.wait_for_room()
-            await self._receive()
+            if not await self._receive(idle_after=rest_after):
+                if self._may_rest() and self._rest():
+                    return True
+                continue
             # Consumers are reading: let them read the socket themselves.
             every_waiter_served = self._queue.has_item_for_every_waiter
             await self._write_engine_replies()
@@ -773,6 +897,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
                 await turns.lend_socket_to_consumers()
                 # What the consumers' reads left to send.
                 await self._write_engine_replies()
+        return False
 
     def _reader_needed(self) -> bool:
         """Whether only the reader task can make progress (see ``_turns``)."""
@@ -787,19 +912,29 @@ class WebSocketConnection(trio.abc.AsyncResource):
         )
 
     def _wake_reader(self) -> None:
-        if self._turns is not None:
+        """Make the reader look again at whether it is needed (a resting
+        reader starts again)."""
+        if self._resting_on is not None:
+            self._resume_reader()
+        elif self._turns is not None:
             self._turns.wake_reader()
 
-    async def _receive(self, *, yield_first: bool = False) -> None:
-        """Read one chunk from the network and handle the frames in it
-        (``yield_first``: see :meth:`SocketTransport.receive`)."""
+    async def _receive(
+        self, *, yield_first: bool = False, idle_after: float | None = None
+    ) -> bool:
+        """Read one chunk from the network and handle the frames in it; False
+        if nothing came for ``idle_after`` seconds (and ``yield_first``: see
+        :meth:`SocketTransport.receive`)."""
         try:
             data = await self._transport.receive(
-                self._read_size, yield_first=yield_first
+                self._read_size, yield_first=yield_first, give_up_after=idle_after
             )
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             data = b""
+        if data is None:
+            return False
         self._take_input(data)
+        return True
 
     def _take_input(self, data: bytes | bytearray) -> None:
         """Handle the frames in ``data`` (``b""``: the end of the input)."""

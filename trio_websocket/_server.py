@@ -405,6 +405,8 @@ class WebSocketServer:
             client.nursery = None
             del self._clients[client]
             self._client_left.set()
+            if client.connection is not None:  # its handler was cancelled
+                await client.connection.abandon()
             await transport_for(stream).aclose_forcefully()
 
     async def _serve(

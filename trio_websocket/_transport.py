@@ -24,7 +24,7 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TypeVar, overload
 
 import trio
 
@@ -62,13 +62,32 @@ class StreamTransport:
             self.closed = True
             await trio.aclose_forcefully(self.stream)
 
+    @overload
     async def receive(
-        self, max_bytes: int | None, *, yield_first: bool = False
-    ) -> bytes | bytearray:
+        self,
+        max_bytes: int | None,
+        *,
+        yield_first: bool = ...,
+        give_up_after: None = ...,
+    ) -> bytes | bytearray: ...
+
+    @overload
+    async def receive(
+        self, max_bytes: int | None, *, yield_first: bool = ..., give_up_after: float
+    ) -> bytes | bytearray | None: ...
+
+    async def receive(
+        self,
+        max_bytes: int | None,
+        *,
+        yield_first: bool = False,
+        give_up_after: float | None = None,
+    ) -> bytes | bytearray | None:
         """Up to ``max_bytes`` bytes, ``b""`` at the end of the stream.
 
-        ``yield_first`` only matters for :class:`SocketTransport`; the
-        stream's own ``receive_some`` decides when it yields.
+        ``yield_first`` and ``give_up_after`` only matter for
+        :class:`SocketTransport`; the stream's own ``receive_some`` decides
+        when it yields, and this waits as long as it takes.
         """
         return await self.stream.receive_some(max_bytes)
 
@@ -89,8 +108,7 @@ class SocketTransport(StreamTransport):
 
     async def aclose(self) -> None:
         """Close the socket now: a TCP close needs no waiting, so no yield."""
-        self.closed = True
-        self._socket.close()
+        self.close_now()
 
     async def aclose_forcefully(self) -> None:
         """The same as :meth:`aclose` for a plain socket."""
@@ -102,10 +120,40 @@ class SocketTransport(StreamTransport):
             raise trio.ClosedResourceError("the socket was closed")
         return fileno
 
+    def fileno(self) -> int:
+        """The socket's descriptor (:exc:`trio.ClosedResourceError` once closed)."""
+        return self._fileno()
+
+    def close_now(self) -> None:
+        """:meth:`aclose`, for callers that cannot await."""
+        self.closed = True
+        self._socket.close()
+
+    @overload
     async def receive(
-        self, max_bytes: int | None, *, yield_first: bool = False
-    ) -> bytes | bytearray:
+        self,
+        max_bytes: int | None,
+        *,
+        yield_first: bool = ...,
+        give_up_after: None = ...,
+    ) -> bytes | bytearray: ...
+
+    @overload
+    async def receive(
+        self, max_bytes: int | None, *, yield_first: bool = ..., give_up_after: float
+    ) -> bytes | bytearray | None: ...
+
+    async def receive(
+        self,
+        max_bytes: int | None,
+        *,
+        yield_first: bool = False,
+        give_up_after: float | None = None,
+    ) -> bytes | bytearray | None:
         """Read what the kernel has; wait only if it has nothing.
+
+        With ``give_up_after``, ``None`` means the socket stayed silent for
+        that many seconds (nothing was read).
 
         Every read yields to the scheduler once, before or after it looks.
         ``yield_first`` is for a task that comes back for the peer's next
@@ -125,9 +173,18 @@ class SocketTransport(StreamTransport):
             # was read.
             await trio.lowlevel.cancel_shielded_checkpoint()
         while data is None:  # None again after a spurious wake-up
-            await trio.lowlevel.wait_readable(self._socket)
+            if give_up_after is None:
+                await trio.lowlevel.wait_readable(self._socket)
+            elif not await self._wait_readable_for(give_up_after):
+                return None
             data = _system_call(os.read, self._fileno(), size)
         return data
+
+    async def _wait_readable_for(self, seconds: float) -> bool:
+        """Wait until the socket is readable, at most ``seconds``; whether it is."""
+        with trio.move_on_after(seconds) as waiting:
+            await trio.lowlevel.wait_readable(self._socket)
+        return not waiting.cancelled_caught
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Write everything, waiting for buffer space only when it runs out."""
