@@ -62,7 +62,7 @@ async def until(condition: Callable[[], bool]) -> None:
 
 
 async def until_every_reader_rests() -> None:
-    await until(lambda: tasks_named("_reader_task") == 0)
+    await until(lambda: tasks_named(".WebSocketConnection._reader_task") == 0)
 
 
 @asynccontextmanager
@@ -197,6 +197,29 @@ async def test_without_a_watcher_the_reader_stays_up(
         ):
             await until(lambda: bool(accepted))
             await trio.sleep(3 * trio_websocket._idle.REST_AFTER)
-            assert tasks_named("_reader_task") == 2
+            assert tasks_named(".WebSocketConnection._reader_task") == 2
             await accepted[0].send_message("still here")
             assert await client.get_message() == "still here"
+
+
+async def test_after_traffic_a_waiting_consumer_leaves_no_reader_task() -> None:
+    received: list[str | bytes] = []
+    with trio.fail_after(TEST_BOUND):
+        async with resting_pair() as (server, client), trio.open_nursery() as nursery:
+
+            async def consume() -> None:
+                async for message in server:  # ends at the close
+                    received.append(message)
+
+            nursery.start_soon(consume)
+            await client.send_message("first")  # from now on the consumer reads
+            await until(lambda: len(received) == 1)
+            await until_every_reader_rests()
+            await client.ping(b"while the consumer reads")
+            await until_every_reader_rests()
+            await client.send_message("second")
+            await until(lambda: len(received) == 2)
+            await until_every_reader_rests()
+            await client.aclose()
+    assert received == ["first", "second"]
+    assert server.closed == CloseReason(1000, None)

@@ -297,16 +297,24 @@ async def test_write_lock_wait_for_handover_cancelled_does_not_take_the_lock(
 class Reader:
     """A reader task lending the socket, and whether it still does."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, may_rest: bool = False) -> None:
         self.needed = False
-        self.turns = ReadTurns(lambda: self.needed)
+        self.turns = ReadTurns(lambda: self.needed, self.resume)
+        self.may_rest = may_rest
         self.lending = False
         self.lent = 0  # how many times it finished lending
+        self.rested = 0  # how many times lending ended in a rest
+        self.resumed = 0
+
+    def resume(self) -> None:
+        self.resumed += 1
 
     async def lend(self) -> None:
         self.lending = True
         try:
-            await self.turns.lend_socket_to_consumers()
+            self.rested += await self.turns.lend_socket_to_consumers(
+                may_rest=self.may_rest
+            )
         finally:
             self.lending = False
             self.lent += 1
@@ -478,3 +486,51 @@ async def test_turns_outside_a_loan_are_harmless(
         reader.needed = True
         turns.wake_reader()
         await all_done(nursery)
+
+
+async def test_a_reader_that_may_rest_ends_while_a_consumer_reads_on(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    reader = Reader(may_rest=True)
+    turns = reader.turns
+    async with trio.open_nursery() as nursery:
+        await reader.start(nursery)
+        turns.start_consumer_turn()  # and it finds nothing to read
+        await settle(mock_clock, QUIET_INTERVAL * 1.5)
+        assert (reader.lent, reader.rested) == (1, 1)
+        assert turns.consumer_reading  # the socket stays with the consumer
+        turns.wake_reader()  # while it reads, nothing starts the reader
+        assert reader.resumed == 0
+        turns.end_consumer_turn()
+    assert reader.resumed == 1
+    assert not turns.consumer_may_read  # the reader has the socket again
+
+
+async def test_a_resting_reader_woken_while_nobody_reads_starts_at_once(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    reader = Reader(may_rest=True)
+    turns = reader.turns
+    async with trio.open_nursery() as nursery:
+        await reader.start(nursery)
+        turns.start_consumer_turn()
+        await settle(mock_clock, QUIET_INTERVAL * 1.5)
+        turns.end_consumer_turn()
+        assert reader.resumed == 1
+        turns.wake_reader()  # already started: not twice
+    assert reader.resumed == 1
+
+
+async def test_a_reader_that_may_not_rest_keeps_lending(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    reader = Reader()
+    turns = reader.turns
+    async with trio.open_nursery() as nursery:
+        await reader.start(nursery)
+        turns.start_consumer_turn()
+        await settle(mock_clock, QUIET_INTERVAL * 3)
+        assert reader.lending
+        reader.needed = True
+        turns.end_consumer_turn()
+    assert (reader.rested, reader.resumed) == (0, 0)

@@ -365,15 +365,18 @@ class _ConnectionScope:
     """
 
     def __init__(self, connect: Connector, connect_timeout: float) -> None:
-        self._connect = connect
+        self._connect: Connector | None = connect
         self._connect_timeout = connect_timeout
         self._nursery_manager = trio.open_nursery()
 
     async def __aenter__(self) -> WebSocketConnection:
+        connect, self._connect = self._connect, None  # its settings: not kept
+        if connect is None:
+            raise RuntimeError("a connection scope can be entered only once")
         nursery = await self._nursery_manager.__aenter__()
         try:
             with trio.move_on_after(self._connect_timeout) as connecting:
-                self._connection = await self._connect(nursery)
+                self._connection = await connect(nursery)
             if connecting.cancelled_caught:
                 raise ConnectionTimeout(
                     f"connecting took over {self._connect_timeout} s"

@@ -248,7 +248,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         self._reader_done: trio.Event | None = None  # made for the first waiter
         self._input_ended = False
         self._turns = (
-            ReadTurns(self._reader_needed)
+            ReadTurns(self._reader_needed, self._resume_reader)
             if self._transport.receive_is_cancel_safe
             else None
         )
@@ -840,9 +840,9 @@ class WebSocketConnection(trio.abc.AsyncResource):
 
     def _resume_reader(self) -> None:
         """Start the resting reader again, in the same nursery."""
-        assert self._watcher is not None and self._resting_on is not None
-        self._watcher.forget(self._resting_on)
-        self._resting_on = None
+        if self._watcher is not None and self._resting_on is not None:
+            self._watcher.forget(self._resting_on)
+            self._resting_on = None
         rested = self._reader_scope
         self._reader_scope = trio.CancelScope(deadline=rested.deadline)
         if rested.cancel_called:
@@ -894,7 +894,8 @@ class WebSocketConnection(trio.abc.AsyncResource):
             every_waiter_served = self._queue.has_item_for_every_waiter
             await self._write_engine_replies()
             if every_waiter_served and turns is not None:
-                await turns.lend_socket_to_consumers()
+                if await turns.lend_socket_to_consumers(may_rest=bool(rest_after)):
+                    return True
                 # What the consumers' reads left to send.
                 await self._write_engine_replies()
         return False

@@ -21,6 +21,11 @@ else a small message needs. So on plain TCP sockets the two take turns:
   they keep reading), so an application that stops reading still answers
   pings within about a second. While a consumer is blocked reading, the
   reader sleeps without a deadline: an idle connection costs no wake-ups.
+* Where the reader may rest (see ``_idle``), it does not even sleep: once a
+  consumer has been blocked reading for a whole interval, the reader task
+  ends and leaves the socket lent. It starts again when the consumer's turn
+  ends (it got a message, or gave up), or when it is woken while no
+  consumer reads.
 """
 
 from __future__ import annotations
@@ -43,10 +48,14 @@ LONGEST_QUIET_INTERVAL = 0.5
 class ReadTurns:
     """Takes turns at the socket between the reader task and consumers."""
 
-    def __init__(self, reader_needed: Callable[[], bool]) -> None:
+    def __init__(
+        self, reader_needed: Callable[[], bool], resume_reader: Callable[[], None]
+    ) -> None:
         self._reader_needed = reader_needed
+        self._resume_reader = resume_reader
         self.consumer_reading = False
         self._lent = False
+        self._reader_rests = False  # ended, leaving the socket lent
         self._reads = 0  # consumer reads finished, to tell a quiet interval
         self._lent_scope: trio.CancelScope | None = None  # while lent
 
@@ -67,6 +76,9 @@ class ReadTurns:
             self._after_consumer_turn()
 
     def _after_consumer_turn(self) -> None:
+        if self._reader_rests:
+            self._take_back_from_rest()
+            return
         scope = self._lent_scope
         assert scope is not None
         if self._reader_needed():
@@ -76,12 +88,24 @@ class ReadTurns:
             scope.deadline = trio.current_time() + QUIET_INTERVAL
 
     def wake_reader(self) -> None:
-        """Make a reader that lent the socket look again at whether it is needed."""
+        """Make a reader that lent the socket look again at whether it is
+        needed (a resting one starts again once no consumer reads)."""
         if self._lent_scope is not None:
             self._lent_scope.cancel()
+        elif self._reader_rests and not self.consumer_reading:
+            self._take_back_from_rest()
 
-    async def lend_socket_to_consumers(self) -> None:
-        """Leave the socket to consumers until the reader task is needed."""
+    def _take_back_from_rest(self) -> None:
+        self._reader_rests = self._lent = False
+        self._resume_reader()
+
+    async def lend_socket_to_consumers(self, *, may_rest: bool = False) -> bool:
+        """Leave the socket to consumers until the reader task is needed.
+
+        Returns True if the reader task should end instead (``may_rest``):
+        the socket stays lent until :meth:`end_consumer_turn` or
+        :meth:`wake_reader` starts the reader again.
+        """
         self._lent = True
         try:
             reads = -1
@@ -90,12 +114,16 @@ class ReadTurns:
                 active = reads != self._reads
                 if self.consumer_reading:
                     # Reading for a whole interval means idle: sleep until its
-                    # turn ends (which sets a deadline) or somebody wakes us.
+                    # turn ends (which sets a deadline) or somebody wakes us,
+                    # or rest.
+                    if not active and may_rest and not self._reader_needed():
+                        self._reader_rests = True
+                        return True
                     deadline = interval if active else math.inf
                 elif active and not self._reader_needed():
                     deadline = interval
                 else:
-                    return
+                    return False
                 if active:  # consumers keep reading: look less often
                     interval = min(2 * interval, LONGEST_QUIET_INTERVAL)
                 reads = self._reads
@@ -104,5 +132,5 @@ class ReadTurns:
                 with self._lent_scope:
                     await trio.sleep_forever()
         finally:
-            self._lent = False
+            self._lent = self._reader_rests
             self._lent_scope = None
