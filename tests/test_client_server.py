@@ -37,6 +37,7 @@ from trio_websocket import (
     wrap_client_stream,
     wrap_server_stream,
 )
+from trio_websocket._transport import SocketTransport
 
 #: Upper bound for any wait that should end promptly; only reached on a bug.
 TIMEOUT = 10
@@ -365,6 +366,36 @@ async def test_handler_nursery(nursery: trio.Nursery) -> None:
             async with open_websocket_url(server_url(server)) as client:
                 await assert_echoes(client)
     assert parents == [handler_nursery]
+
+
+async def test_an_error_in_one_readers_task_leaves_the_server_serving(
+    nursery: trio.Nursery,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Readers of a server's connections share the nursery of its clients: a
+    # bug that breaks one reader must not reach that nursery.
+    receive = SocketTransport.receive
+
+    async def broken_by_4321_masked_bytes(
+        transport: SocketTransport, *args: Any, **kwargs: Any
+    ) -> bytes | bytearray | None:
+        data: bytes | bytearray | None = await receive(transport, *args, **kwargs)
+        if data and b"\xfe\x10\xe1" in data:  # a client's 4321-byte frame
+            raise OSError(errno.EIO, "a bug of ours, say")
+        return data
+
+    server = await start_server(nursery, echo_handler)
+    with trio.fail_after(TIMEOUT):
+        async with open_websocket_url(server_url(server)) as survivor:
+            monkeypatch.setattr(SocketTransport, "receive", broken_by_4321_masked_bytes)
+            url = server_url(server)
+            async with open_websocket_url(url, compression=None) as victim:
+                await victim.send_message(b"x" * 4321)
+                with pytest.raises(ConnectionClosed):
+                    await victim.get_message()
+            await assert_echoes(survivor)
+    assert "unexpected error in the reader task" in caplog.text
 
 
 async def test_server_with_explicit_listeners(nursery: trio.Nursery) -> None:

@@ -52,6 +52,17 @@ class Assembler:
     :attr:`Settings.engine_max_size`).
     """
 
+    __slots__ = (
+        "_decoder",
+        "_early",
+        "_early_size",
+        "_frames",
+        "_max_frame",
+        "_max_frames",
+        "_max_size",
+        "_size",
+    )
+
     def __init__(self, settings: Settings) -> None:
         self._max_size = settings.max_message_size
         self._max_frame = settings.max_fragment_size or math.inf

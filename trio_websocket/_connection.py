@@ -183,6 +183,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         "_queue",
         "_read_size",
         "_reader_done",
+        "_reader_errors_logged",
         "_reader_finished",
         "_reader_nursery",
         "_reader_scope",
@@ -241,6 +242,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         self._close_timed_out = False
         self._reader_scope = trio.CancelScope()  # a new one each time it starts
         self._reader_nursery: trio.Nursery | None = None
+        self._reader_errors_logged = False  # see start_background_tasks()
         self._rest_after: float | None = None  # see let_reader_rest()
         self._watcher: SocketWatcher | None = None  # these two while it rests
         self._resting_on: int | None = None
@@ -258,12 +260,17 @@ class WebSocketConnection(trio.abc.AsyncResource):
         nursery: trio.Nursery,
         early_events: Sequence[Event] = (),
         early_data: bytes = b"",
+        *,
+        shared: bool = False,
     ) -> None:
         """Start the reader (and keepalive) tasks, once the handshake is done.
 
         What arrived along with the handshake is either ``early_events``,
         frames the engine already parsed, or ``early_data``, bytes nobody
         parsed yet, which are handled as if they were the first read.
+        A ``shared`` nursery runs many connections' tasks (a server's): an
+        unexpected error in the reader is logged and ends this connection
+        only.
 
         :meta private:
         """
@@ -272,6 +279,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         if _ends_inside_a_message(early_events):
             self._frames = None  # the engine is counting that message
         self._reader_nursery = nursery
+        self._reader_errors_logged = shared
         nursery.start_soon(self._reader_task, early_events, early_data)
         if self._settings.ping_interval is not None:
             timeout = self._settings.ping_timeout or self._settings.ping_interval
@@ -794,6 +802,10 @@ class WebSocketConnection(trio.abc.AsyncResource):
                 self._reader_scope.cancelled_caught
                 and trio.current_time() >= self._reader_scope.deadline
             )
+        except Exception:
+            if not self._reader_errors_logged:
+                raise
+            logger.exception("%s: unexpected error in the reader task", self)
         finally:
             if not rests:
                 self._stop_input()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 import trio
 
 
@@ -21,8 +23,10 @@ class Waiters:
     def __len__(self) -> int:
         return len(self._tasks)
 
-    async def park(self) -> None:
-        """Wait until :meth:`unpark` or :meth:`unpark_all` wakes this task."""
+    def park(self) -> Awaitable[object]:
+        """Await this to wait until :meth:`unpark` or :meth:`unpark_all` wakes
+        the task. (Not itself a coroutine: a waiting task keeps one frame
+        less, which every idle connection's consumer is.)"""
         task = trio.lowlevel.current_task()
         self._tasks.append(task)
 
@@ -30,7 +34,7 @@ class Waiters:
             self._tasks.remove(task)  # cancelled while waiting
             return trio.lowlevel.Abort.SUCCEEDED
 
-        await trio.lowlevel.wait_task_rescheduled(abort)
+        return trio.lowlevel.wait_task_rescheduled(abort)  # noqa: ASYNC105 (the caller awaits it)
 
     def unpark(self) -> None:
         """Wake the task that has waited longest, if any."""
@@ -50,6 +54,8 @@ class WriteLock:
     Every holder writes to the stream, and that write is the checkpoint; a
     contended acquisition parks until the holder hands the lock over.
     """
+
+    __slots__ = ("_held", "_waiters")
 
     def __init__(self) -> None:
         self._held = False

@@ -37,6 +37,17 @@ _ITEM_OVERHEAD = 150
 class MessageQueue:
     """A bounded FIFO of messages and fragments, with reader flow control."""
 
+    __slots__ = (
+        "_bytes",
+        "_closed",
+        "_consumers",
+        "_items",
+        "_max_bytes",
+        "_max_items",
+        "_reader",
+        "_waiting",
+    )
+
     def __init__(self, max_items: float, max_bytes: int) -> None:
         # The containers are made on first use: most connections are idle
         # most of the time, and memory per idle connection matters.
@@ -92,9 +103,13 @@ class MessageQueue:
 
     def get_nowait(self) -> Item | None:
         """Pop the next item, or return ``None`` if there is none."""
-        if not self._items:  # None or empty
+        items = self._items
+        if items is None:
             return None
-        item, size = self._items.popleft()
+        item, size = items.popleft()
+        if not items:
+            # An empty deque keeps a 600-byte block: idle connections drop it.
+            self._items = None
         self._bytes -= size
         self._wake_reader_if_room()
         return item

@@ -205,8 +205,10 @@ class WebSocketRequest:
         )
         # Frames the client sent right behind its request are parsed only now,
         # in the state and with the extensions the response set.
-        self._connection.start_background_tasks(self._nursery, early_data=early_data)
-        # The server's nursery for this client outlives the connection.
+        self._connection.start_background_tasks(
+            self._nursery, early_data=early_data, shared=True
+        )
+        # The server's nursery for its clients outlives the connection.
         self._connection.let_reader_rest()
         if self._on_accept is not None:
             self._on_accept(self._connection)

@@ -6,7 +6,6 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -208,6 +207,8 @@ class WebSocketServer:
         self._settings = config.settings
         self._gate = Gate(config.admission)
         self._clients: dict[_Client, None] = {}  # in order of arrival
+        # Where client tasks and their connections' tasks run, while serving.
+        self._client_nursery: trio.Nursery | None = None
         self._client_left = trio.Event()
         self._closing: tuple[int, str | None] | None = None
         self._accepting: trio.CancelScope | None = None
@@ -268,6 +269,7 @@ class WebSocketServer:
         task_status: trio.TaskStatus[WebSocketServer],
     ) -> None:
         """Accept clients until :meth:`aclose` cancels this."""
+        self._client_nursery = handler_nursery
         accepting_args = (
             self._listeners,
             self._serve_client,
@@ -335,8 +337,8 @@ class WebSocketServer:
             await self._wait_for_clients()
         me = trio.lowlevel.current_task()
         for client in self._clients:
-            if client.task is not me and client.nursery is not None:
-                client.nursery.cancel_scope.cancel()
+            if client.task is not me:
+                client.scope.cancel()
         await self._wait_for_clients()
 
     async def stop_accepting(self, *, handshake_grace: float = 0) -> None:
@@ -368,15 +370,14 @@ class WebSocketServer:
 
     def _close_client(self, client: _Client) -> None:
         """Start closing the client's connection, if it has an open one."""
-        connection, nursery = client.connection, client.nursery
+        connection, nursery = client.connection, self._client_nursery
         if connection is None or nursery is None or self._closing is None:
             return
         if connection.closed is None:
             nursery.start_soon(connection.aclose, *self._closing)
 
-    def _accepted(self, client: _Client, connection: WebSocketConnection) -> None:
-        """Called by ``request.accept()``: track the connection."""
-        client.connection = connection
+    def _accepted(self, client: _Client) -> None:
+        """Called once the client's request is accepted."""
         self._close_client(client)  # accepted after shutdown began
 
     async def _wait_for_clients(self) -> None:
@@ -390,28 +391,32 @@ class WebSocketServer:
 
     async def _serve_client(self, stream: trio.abc.Stream) -> None:
         """Everything one client gets; never lets an error reach the server."""
-        client = _Client()
+        client = _Client(self)
         self._clients[client] = None
         try:
-            # The client's connection runs in this nursery, and shutdown
-            # cancels the client through its scope.
-            async with trio.open_nursery() as nursery:
-                client.nursery = nursery
-                await self._serve(client, nursery, stream)
+            # Shutdown cancels the client through this scope. (Its
+            # connection's reader runs in the nursery of the client tasks: a
+            # nursery per client would cost every connection a kilobyte.)
+            with client.scope:
+                request = await self._admit_client(client, stream)
+                if request is not None:
+                    await self._run_handler(request)
         except Exception:
             logger.exception("unexpected error while serving a client")
         finally:
             self._end_handshake(client)
-            client.nursery = None
+            if client.admitted:
+                self._gate.release_connection()
             del self._clients[client]
             self._client_left.set()
             if client.connection is not None:  # its handler was cancelled
                 await client.connection.abandon()
             await transport_for(stream).aclose_forcefully()
 
-    async def _serve(
-        self, client: _Client, nursery: trio.Nursery, stream: trio.abc.Stream
-    ) -> None:
+    async def _admit_client(
+        self, client: _Client, stream: trio.abc.Stream
+    ) -> WebSocketRequest | None:
+        """The client's request, for its handler; None if it was refused."""
         # Looking up the peer's address costs a system call: only when needed.
         remote = (
             stream_endpoint(stream, remote=True) if self._gate.tracks_addresses else ""
@@ -419,15 +424,13 @@ class WebSocketServer:
         refusal = self._gate.admit_connection(remote)
         if refusal is not None:
             await _refuse(stream, refusal)
-            return
-        try:
-            request = await self._admit(nursery, stream, remote)
-            self._end_handshake(client)
-            if request is not None:
-                request._on_accept = partial(self._accepted, client)
-                await self._run_handler(request)
-        finally:
-            self._gate.release_connection()
+            return None
+        client.admitted = True
+        request = await self._admit(stream, remote)
+        self._end_handshake(client)
+        if request is not None:
+            request._on_accept = client.accepted
+        return request
 
     def _end_handshake(self, client: _Client) -> None:
         """Give back the client's handshake slot, once."""
@@ -436,11 +439,11 @@ class WebSocketServer:
             self._gate.slots.give_back()
 
     async def _admit(
-        self, nursery: trio.Nursery, stream: trio.abc.Stream, remote: Endpoint | str
+        self, stream: trio.abc.Stream, remote: Endpoint | str
     ) -> WebSocketRequest | None:
         """Read the request and check it; None if the client was refused."""
         with self._gate.handshake(remote):
-            request = await self._receive_request(nursery, stream)
+            request = await self._receive_request(stream)
         if request is None:
             return None
         refusal = self._refusal(request)
@@ -460,8 +463,10 @@ class WebSocketServer:
         return None
 
     async def _receive_request(
-        self, nursery: trio.Nursery, stream: trio.abc.Stream
+        self, stream: trio.abc.Stream
     ) -> WebSocketRequest | None:
+        nursery = self._client_nursery
+        assert nursery is not None
         admission = self._gate.admission
         with trio.move_on_after(self._handshake_timeout):
             try:
@@ -498,14 +503,20 @@ class WebSocketServer:
 class _Client:
     """What a server tracks about one client's task."""
 
-    __slots__ = ("connection", "handshaking", "nursery", "task")
+    __slots__ = ("admitted", "connection", "handshaking", "scope", "server", "task")
 
-    def __init__(self) -> None:
+    def __init__(self, server: WebSocketServer) -> None:
+        self.server = server
         self.task = trio.lowlevel.current_task()
         self.handshaking = True  # holds a handshake slot
-        # The nursery of the client's task and connection, while it runs.
-        self.nursery: trio.Nursery | None = None
+        self.admitted = False  # counted by the admission gate
+        self.scope = trio.CancelScope()  # cancels the client's task
         self.connection: WebSocketConnection | None = None
+
+    def accepted(self, connection: WebSocketConnection) -> None:
+        """Called by ``request.accept()``: track the connection."""
+        self.connection = connection
+        self.server._accepted(self)
 
 
 def _log_refusal(stream: trio.abc.Stream, refusal: Refusal) -> None:

@@ -48,6 +48,16 @@ LONGEST_QUIET_INTERVAL = 0.5
 class ReadTurns:
     """Takes turns at the socket between the reader task and consumers."""
 
+    __slots__ = (
+        "_lent",
+        "_lent_scope",
+        "_reader_needed",
+        "_reader_rests",
+        "_reads",
+        "_resume_reader",
+        "consumer_reading",
+    )
+
     def __init__(
         self, reader_needed: Callable[[], bool], resume_reader: Callable[[], None]
     ) -> None:
