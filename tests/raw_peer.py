@@ -98,6 +98,14 @@ def frame(
     return wire_frame(opcode, payload, fin=fin, rsv=rsv, key=key)
 
 
+def unmask(payload: bytes, key: bytes) -> bytes:
+    """``payload`` XOR the repeated 4-byte ``key`` (fast for large payloads)."""
+    size = len(payload)
+    stream = (key * (size // 4 + 1))[:size]
+    value = int.from_bytes(payload, "big") ^ int.from_bytes(stream, "big")
+    return value.to_bytes(size, "big")
+
+
 def close_payload(code: int, reason: bytes = b"") -> bytes:
     return struct.pack("!H", code) + reason
 
@@ -205,9 +213,9 @@ class RawPeer:
             (size,) = struct.unpack("!H", await self.read_exactly(2))
         elif size == 127:
             (size,) = struct.unpack("!Q", await self.read_exactly(8))
-        key = await self.read_exactly(4) if masked else b"\0\0\0\0"
+        key = await self.read_exactly(4) if masked else b""
         payload = await self.read_exactly(size)
-        return first & 0x0F, bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+        return first & 0x0F, unmask(payload, key) if key else payload
 
     async def read_close_code(self, *, masked: bool) -> int:
         opcode, payload = await self.read_frame(masked=masked)

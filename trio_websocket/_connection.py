@@ -119,6 +119,7 @@ from ._idle import REST_AFTER, SocketWatcher, socket_watcher
 from ._iterators import BytesLike, Chunks, Fragments, Messages, chunk_iterator
 from ._keepalive import keep_alive
 from ._locks import WriteLock
+from ._outbox import Outbox
 from ._queue import Fragment, Item, Message, MessageQueue
 from ._settings import Settings
 from ._stats import ConnectionStats, Counters
@@ -176,6 +177,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         "_input_ended",
         "_message_lock",
         "_mid_message",
+        "_outbox",
         "_path",
         "_pings",
         "_pong_due",
@@ -229,7 +231,8 @@ class WebSocketConnection(trio.abc.AsyncResource):
         )
         self._assembler = Assembler(settings)
         self._mid_message = False
-        self._write_lock = WriteLock()
+        self._outbox = Outbox()  # small frames waiting for the write lock
+        self._write_lock = WriteLock(self._outbox)
         self._message_lock = WriteLock()  # one outgoing message at a time
         self._sending_text = False  # the kind of the fragmented message being sent
         self._pings: dict[bytes, trio.Event] = {}
@@ -613,19 +616,45 @@ class WebSocketConnection(trio.abc.AsyncResource):
             lock.release()
 
     async def _send_own_frame(self, opcode: int, payload: BytesLike) -> None:
-        """Frame a whole message with our codec and write it, under the lock."""
+        """Frame a whole message with our codec and write it, under the lock
+        (a small frame may be written by the holder instead: see _outbox)."""
+        head, body = codec.encode_frame(opcode, payload, self.is_client)
         lock = self._write_lock
-        if not lock.try_acquire():
+        sent = 0
+        if lock.try_acquire():
+            pass
+        elif body:  # a large frame: worth a system call of its own
             await lock.wait_for_handover()
+        else:
+            sent = await self._outbox.wait(head)
+            if sent == len(head):
+                return
         try:
-            self._check_can_send()
-            head, body = codec.encode_frame(opcode, payload, self.is_client)
-            queued = self._protocol.data_to_send()  # e.g. a pong: it goes first
-            if queued:
-                head = b"".join(queued) + head
+            if sent:  # the rest of a frame partly written: it must go out
+                head = head[sent:]
+            else:
+                self._check_can_send()
+                queued = self._protocol.data_to_send()  # e.g. a pong: first
+                if queued:
+                    head = b"".join(queued) + head
             await self._write(head, body)
+            self._write_waiting_frames()
         finally:
             lock.release()
+
+    def _write_waiting_frames(self) -> None:
+        """After our own frame: write the frames waiting in the outbox, as far
+        as the kernel takes them without waiting (see _outbox)."""
+        transport = self._transport
+        if not self._outbox or not isinstance(transport, SocketTransport):
+            return
+        if not self._can_send():
+            return  # each waiting sender finds out for itself
+        try:
+            written = self._outbox.write_waiting(transport.write_nowait)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return  # the next sender's own write meets it too
+        self._counters.wire_bytes_sent += written
 
     def _frame_data(
         self,
@@ -640,14 +669,17 @@ class WebSocketConnection(trio.abc.AsyncResource):
             send_uncompressed(self._protocol, send, payload, fin)
 
     def _check_can_send(self) -> None:
+        if not self._can_send():
+            raise ConnectionClosed(self._close_reason)
+
+    def _can_send(self) -> bool:
         # A known close reason with the engine still OPEN means we aborted or
         # are failing the connection (e.g. a cancelled send_fragments()).
-        if (
-            self._closing_locally
-            or self._close_reason is not None
-            or self._protocol.state is not OPEN
-        ):
-            raise ConnectionClosed(self._close_reason)
+        return (
+            not self._closing_locally
+            and self._close_reason is None
+            and self._protocol.state is OPEN
+        )
 
     async def _write_pending(self) -> None:
         """Write what the engine has queued; the caller holds the write lock.

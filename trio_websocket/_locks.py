@@ -6,6 +6,8 @@ from collections.abc import Awaitable
 
 import trio
 
+from ._outbox import Outbox
+
 
 class Waiters:
     """Tasks waiting to be woken, in order: a lighter ``ParkingLot``.
@@ -55,11 +57,14 @@ class WriteLock:
     contended acquisition parks until the holder hands the lock over.
     """
 
-    __slots__ = ("_held", "_waiters")
+    __slots__ = ("_held", "_outbox", "_waiters")
 
-    def __init__(self) -> None:
+    def __init__(self, outbox: Outbox | None = None) -> None:
         self._held = False
         self._waiters: Waiters | None = None  # made when needed
+        # Senders waiting with their frames (see _outbox); a partly written
+        # frame's sender gets the lock first, the others after the waiters.
+        self._outbox = outbox
 
     def locked(self) -> bool:
         """Whether a task holds the lock."""
@@ -81,9 +86,12 @@ class WriteLock:
 
     def release(self) -> None:
         """Hand the lock to the next waiter, or free it."""
-        if self._waiters:
+        outbox = self._outbox
+        if outbox is not None and outbox.has_partial_frame:
+            outbox.hand_over()
+        elif self._waiters:
             self._waiters.unpark()
-        else:
+        elif outbox is None or not outbox.hand_over():
             self._held = False
 
     async def __aenter__(self) -> None:
