@@ -23,6 +23,7 @@ from raw_peer import (
     PING,
     PONG,
     TEST_BOUND,
+    RawPeer,
     close_payload,
     frame,
     upgraded_raw_client,
@@ -122,7 +123,11 @@ async def test_closing_a_resting_connection_completes_the_handshake() -> None:
     assert not client.close_timed_out
 
 
-async def test_a_resting_server_answers_a_ping_nobody_reads_for() -> None:
+@asynccontextmanager
+async def resting_server_and_raw_client() -> AsyncIterator[
+    tuple[WebSocketConnection, RawPeer]
+]:
+    """A server connection whose reader rests, and a raw client at its end."""
     with trio.fail_after(TEST_BOUND):
         async with (
             quiet_server() as (server, accepted),
@@ -130,23 +135,22 @@ async def test_a_resting_server_answers_a_ping_nobody_reads_for() -> None:
         ):
             await until(lambda: bool(accepted))
             await until_every_reader_rests()
-            await peer.stream.send_all(frame(PING, b"are you there"))
-            assert await peer.read_frame(masked=False) == (PONG, b"are you there")
-            assert accepted[0].closed is None
+            yield accepted[0], peer
+
+
+async def test_a_resting_server_answers_a_ping_nobody_reads_for() -> None:
+    async with resting_server_and_raw_client() as (connection, peer):
+        await peer.stream.send_all(frame(PING, b"are you there"))
+        assert await peer.read_frame(masked=False) == (PONG, b"are you there")
+        assert connection.closed is None
 
 
 async def test_a_resting_server_notices_and_answers_the_peers_close() -> None:
-    with trio.fail_after(TEST_BOUND):
-        async with (
-            quiet_server() as (server, accepted),
-            upgraded_raw_client(server.port) as peer,
-        ):
-            await until(lambda: bool(accepted))
-            await until_every_reader_rests()
-            await peer.stream.send_all(frame(CLOSE, close_payload(1001)))
-            assert await peer.read_close_code(masked=False) == 1001
-            await until(lambda: accepted[0].closed is not None)
-    assert accepted[0].closed == CloseReason(1001, None)
+    async with resting_server_and_raw_client() as (connection, peer):
+        await peer.stream.send_all(frame(CLOSE, close_payload(1001)))
+        assert await peer.read_close_code(masked=False) == 1001
+        await until(lambda: connection.closed is not None)
+    assert connection.closed == CloseReason(1001, None)
 
 
 async def test_a_cancelled_server_drops_its_resting_connections() -> None:

@@ -488,15 +488,22 @@ async def test_turns_outside_a_loan_are_harmless(
         await all_done(nursery)
 
 
+async def consumer_reads_a_while(
+    nursery: trio.Nursery, clock: trio.testing.MockClock, reader: Reader
+) -> None:
+    """A consumer starts reading, and finds nothing for a whole interval."""
+    await reader.start(nursery)
+    reader.turns.start_consumer_turn()
+    await settle(clock, QUIET_INTERVAL * 1.5)
+
+
 async def test_a_reader_that_may_rest_ends_while_a_consumer_reads_on(
     mock_clock: trio.testing.MockClock,
 ) -> None:
     reader = Reader(may_rest=True)
     turns = reader.turns
     async with trio.open_nursery() as nursery:
-        await reader.start(nursery)
-        turns.start_consumer_turn()  # and it finds nothing to read
-        await settle(mock_clock, QUIET_INTERVAL * 1.5)
+        await consumer_reads_a_while(nursery, mock_clock, reader)
         assert (reader.lent, reader.rested) == (1, 1)
         assert turns.consumer_reading  # the socket stays with the consumer
         turns.wake_reader()  # while it reads, nothing starts the reader
@@ -512,9 +519,7 @@ async def test_a_resting_reader_woken_while_nobody_reads_starts_at_once(
     reader = Reader(may_rest=True)
     turns = reader.turns
     async with trio.open_nursery() as nursery:
-        await reader.start(nursery)
-        turns.start_consumer_turn()
-        await settle(mock_clock, QUIET_INTERVAL * 1.5)
+        await consumer_reads_a_while(nursery, mock_clock, reader)
         turns.end_consumer_turn()
         assert reader.resumed == 1
         turns.wake_reader()  # already started: not twice
@@ -527,9 +532,8 @@ async def test_a_reader_that_may_not_rest_keeps_lending(
     reader = Reader()
     turns = reader.turns
     async with trio.open_nursery() as nursery:
-        await reader.start(nursery)
-        turns.start_consumer_turn()
-        await settle(mock_clock, QUIET_INTERVAL * 3)
+        await consumer_reads_a_while(nursery, mock_clock, reader)
+        await settle(mock_clock, QUIET_INTERVAL * 1.5)
         assert reader.lending
         reader.needed = True
         turns.end_consumer_turn()

@@ -44,6 +44,29 @@ async def test_bytes_cross_in_both_directions() -> None:
     assert received == b"x" * 100_000
 
 
+async def test_receive_within_gives_up_on_a_silent_socket(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    left, right = await socket_pair()
+    async with left, right:
+        sender, receiver = SocketTransport(left), SocketTransport(right)
+        with trio.fail_after(TIMEOUT):
+            assert await receiver.receive_within(100, 5.0) is None
+            await sender.send_all(b"late")
+            assert await receiver.receive_within(100, 5.0) == b"late"
+            await sender.send_all(b"then early")
+            assert await receiver.receive_within(100, 0) == b"then early"
+
+
+async def test_a_stream_transport_never_gives_up() -> None:
+    sending, receiving = trio.testing.memory_stream_pair()
+    receiver = StreamTransport(receiving)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sending.send_all, b"in its time")
+        with trio.fail_after(TIMEOUT):
+            assert await receiver.receive_within(100, 0) == b"in its time"
+
+
 async def ticks_during(work: Callable[[], Awaitable[None]]) -> int:
     """How often another task got to run while ``work`` ran."""
     ticks = 0

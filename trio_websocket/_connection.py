@@ -970,10 +970,13 @@ class WebSocketConnection(trio.abc.AsyncResource):
         """Read one chunk from the network and handle the frames in it; False
         if nothing came for ``idle_after`` seconds (and ``yield_first``: see
         :meth:`SocketTransport.receive`)."""
+        transport = self._transport
+        data: bytes | bytearray | None
         try:
-            data = await self._transport.receive(
-                self._read_size, yield_first=yield_first, give_up_after=idle_after
-            )
+            if idle_after is None:
+                data = await transport.receive(self._read_size, yield_first=yield_first)
+            else:
+                data = await transport.receive_within(self._read_size, idle_after)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             data = b""
         if data is None:

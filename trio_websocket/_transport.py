@@ -24,7 +24,7 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Callable
-from typing import TypeVar, overload
+from typing import TypeVar
 
 import trio
 
@@ -62,34 +62,22 @@ class StreamTransport:
             self.closed = True
             await trio.aclose_forcefully(self.stream)
 
-    @overload
     async def receive(
-        self,
-        max_bytes: int | None,
-        *,
-        yield_first: bool = ...,
-        give_up_after: None = ...,
-    ) -> bytes | bytearray: ...
-
-    @overload
-    async def receive(
-        self, max_bytes: int | None, *, yield_first: bool = ..., give_up_after: float
-    ) -> bytes | bytearray | None: ...
-
-    async def receive(
-        self,
-        max_bytes: int | None,
-        *,
-        yield_first: bool = False,
-        give_up_after: float | None = None,
-    ) -> bytes | bytearray | None:
+        self, max_bytes: int | None, *, yield_first: bool = False
+    ) -> bytes | bytearray:
         """Up to ``max_bytes`` bytes, ``b""`` at the end of the stream.
 
-        ``yield_first`` and ``give_up_after`` only matter for
-        :class:`SocketTransport`; the stream's own ``receive_some`` decides
-        when it yields, and this waits as long as it takes.
+        ``yield_first`` only matters for :class:`SocketTransport`; the
+        stream's own ``receive_some`` decides when it yields.
         """
         return await self.stream.receive_some(max_bytes)
+
+    async def receive_within(
+        self, max_bytes: int | None, seconds: float
+    ) -> bytes | bytearray | None:
+        """:meth:`receive`, or ``None`` if nothing came for ``seconds`` (only
+        :class:`SocketTransport` gives up; here it waits as long as it takes)."""
+        return await self.receive(max_bytes)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Write all of ``data``."""
@@ -114,46 +102,22 @@ class SocketTransport(StreamTransport):
         """The same as :meth:`aclose` for a plain socket."""
         await self.aclose()
 
-    def _fileno(self) -> int:
+    def fileno(self) -> int:
+        """The socket's descriptor (:exc:`trio.ClosedResourceError` once closed)."""
         fileno = self._socket.fileno()
         if fileno == -1:
             raise trio.ClosedResourceError("the socket was closed")
         return fileno
-
-    def fileno(self) -> int:
-        """The socket's descriptor (:exc:`trio.ClosedResourceError` once closed)."""
-        return self._fileno()
 
     def close_now(self) -> None:
         """:meth:`aclose`, for callers that cannot await."""
         self.closed = True
         self._socket.close()
 
-    @overload
     async def receive(
-        self,
-        max_bytes: int | None,
-        *,
-        yield_first: bool = ...,
-        give_up_after: None = ...,
-    ) -> bytes | bytearray: ...
-
-    @overload
-    async def receive(
-        self, max_bytes: int | None, *, yield_first: bool = ..., give_up_after: float
-    ) -> bytes | bytearray | None: ...
-
-    async def receive(
-        self,
-        max_bytes: int | None,
-        *,
-        yield_first: bool = False,
-        give_up_after: float | None = None,
-    ) -> bytes | bytearray | None:
+        self, max_bytes: int | None, *, yield_first: bool = False
+    ) -> bytes | bytearray:
         """Read what the kernel has; wait only if it has nothing.
-
-        With ``give_up_after``, ``None`` means the socket stayed silent for
-        that many seconds (nothing was read).
 
         Every read yields to the scheduler once, before or after it looks.
         ``yield_first`` is for a task that comes back for the peer's next
@@ -167,29 +131,35 @@ class SocketTransport(StreamTransport):
         if yield_first:
             # Nothing is read before the yield: a cancel there loses nothing.
             await trio.lowlevel.checkpoint()
-        data = _system_call(os.read, self._fileno(), size)
+        data = _system_call(os.read, self.fileno(), size)
         if data is not None and not yield_first:
             # Yield after, but never raise Cancelled: that would lose what
             # was read.
             await trio.lowlevel.cancel_shielded_checkpoint()
         while data is None:  # None again after a spurious wake-up
-            if give_up_after is None:
-                await trio.lowlevel.wait_readable(self._socket)
-            elif not await self._wait_readable_for(give_up_after):
-                return None
-            data = _system_call(os.read, self._fileno(), size)
+            await trio.lowlevel.wait_readable(self._socket)
+            data = _system_call(os.read, self.fileno(), size)
         return data
 
-    async def _wait_readable_for(self, seconds: float) -> bool:
-        """Wait until the socket is readable, at most ``seconds``; whether it is."""
+    async def receive_within(
+        self, max_bytes: int | None, seconds: float
+    ) -> bytes | bytearray | None:
+        """:meth:`receive` (reading first), or ``None`` if the socket stays
+        silent for ``seconds`` (then nothing was read)."""
+        data = _system_call(os.read, self.fileno(), max_bytes or 65536)
+        if data is not None:
+            await trio.lowlevel.cancel_shielded_checkpoint()  # as receive()
+            return data
         with trio.move_on_after(seconds) as waiting:
             await trio.lowlevel.wait_readable(self._socket)
-        return not waiting.cancelled_caught
+        if waiting.cancelled_caught:
+            return None
+        return await self.receive(max_bytes)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Write everything, waiting for buffer space only when it runs out."""
         await trio.lowlevel.checkpoint_if_cancelled()
-        sent = _system_call(os.write, self._fileno(), data)
+        sent = _system_call(os.write, self.fileno(), data)
         if sent == len(data):  # the common case: the kernel took it all
             self._writes_without_yield += 1
             if self._writes_without_yield >= _WRITES_PER_YIELD:
@@ -199,14 +169,14 @@ class SocketTransport(StreamTransport):
         view = memoryview(data)[sent or 0 :]
         while view:
             await trio.lowlevel.wait_writable(self._socket)
-            sent = _system_call(os.write, self._fileno(), view)
+            sent = _system_call(os.write, self.fileno(), view)
             if sent is not None:
                 view = view[sent:]
         self._writes_without_yield = 0
 
     def write_nowait(self, data: bytes) -> int:
         """Write what the kernel takes now, without waiting; return how much."""
-        return _system_call(os.write, self._fileno(), data) or 0
+        return _system_call(os.write, self.fileno(), data) or 0
 
 
 def _system_call(
