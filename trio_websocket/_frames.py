@@ -141,7 +141,8 @@ class FrameReader:
                 del pending[:pos]
         else:
             pending.clear()
-            pending += data[pos:]
+            with memoryview(data) as view, view[pos:] as rest:
+                pending += rest  # one copy, where a slice makes two
         pending += chunk
         self._buffer = pending
         self._pos = 0
