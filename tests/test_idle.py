@@ -11,6 +11,7 @@ the resting connections' sockets.
 
 from __future__ import annotations
 
+import contextlib
 import select
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -227,3 +228,41 @@ async def test_after_traffic_a_waiting_consumer_leaves_no_reader_task() -> None:
             await client.aclose()
     assert received == ["first", "second"]
     assert server.closed == CloseReason(1000, None)
+
+
+async def consumer_that_rests_the_reader(
+    nursery: trio.Nursery, server: WebSocketConnection, client: WebSocketConnection
+) -> trio.CancelScope:
+    """Start a consumer on ``server`` that reads the socket itself (after one
+    message) until every reader rests; its scope cancels it."""
+    scope = trio.CancelScope()
+    received: list[str | bytes] = []
+
+    async def consume() -> None:
+        with scope, contextlib.suppress(ConnectionClosed):
+            while True:
+                received.append(await server.get_message())
+
+    nursery.start_soon(consume)
+    await client.send_message("first")
+    await until(lambda: received == ["first"])
+    await until_every_reader_rests()
+    return scope
+
+
+async def test_closing_while_the_consumer_holds_the_socket() -> None:
+    async with resting_pair() as (server, client), trio.open_nursery() as nursery:
+        await consumer_that_rests_the_reader(nursery, server, client)
+        await server.aclose(1001, "bye")
+        assert server.closed == CloseReason(1001, "bye")
+        with pytest.raises(ConnectionClosed):
+            await client.get_message()
+
+
+async def test_a_consumer_giving_up_hands_the_socket_back() -> None:
+    async with resting_pair() as (server, client), trio.open_nursery() as nursery:
+        scope = await consumer_that_rests_the_reader(nursery, server, client)
+        scope.cancel()
+        await client.ping(b"nobody reads now")  # the reader must answer
+        await client.send_message("kept")
+        assert await server.get_message() == "kept"
