@@ -375,20 +375,25 @@ async def test_an_error_in_one_readers_task_leaves_the_server_serving(
 ) -> None:
     # Readers of a server's connections share the nursery of its clients: a
     # bug that breaks one reader must not reach that nursery.
-    receive = SocketTransport.receive
+    def broken_by_4321_masked_bytes(
+        receive: Callable[..., Awaitable[bytes | bytearray | None]],
+    ) -> Callable[..., Awaitable[bytes | bytearray | None]]:
+        async def receive_or_fail(
+            *args: Any, **kwargs: Any
+        ) -> bytes | bytearray | None:
+            data = await receive(*args, **kwargs)
+            if data and b"\xfe\x10\xe1" in data:  # a client's 4321-byte frame
+                raise OSError(errno.EIO, "a bug of ours, say")
+            return data
 
-    async def broken_by_4321_masked_bytes(
-        transport: SocketTransport, *args: Any, **kwargs: Any
-    ) -> bytes | bytearray | None:
-        data: bytes | bytearray | None = await receive(transport, *args, **kwargs)
-        if data and b"\xfe\x10\xe1" in data:  # a client's 4321-byte frame
-            raise OSError(errno.EIO, "a bug of ours, say")
-        return data
+        return receive_or_fail
 
     server = await start_server(nursery, echo_handler)
     with trio.fail_after(TIMEOUT):
         async with open_websocket_url(server_url(server)) as survivor:
-            monkeypatch.setattr(SocketTransport, "receive", broken_by_4321_masked_bytes)
+            for name in ("receive", "receive_within"):  # the reader uses both
+                broken = broken_by_4321_masked_bytes(getattr(SocketTransport, name))
+                monkeypatch.setattr(SocketTransport, name, broken)
             url = server_url(server)
             async with open_websocket_url(url, compression=None) as victim:
                 await victim.send_message(b"x" * 4321)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar
@@ -41,6 +41,15 @@ MESSAGE_QUEUE_BYTES = 0
 # typical JSON messages (measurements in docs/compression.rst).
 _WINDOW_BITS = 12
 _COMPRESS_SETTINGS = {"memLevel": 5}
+# The factories only hold these settings: every connection shares them.
+_CLIENT_EXTENSIONS = (ClientDeflateFactory(_WINDOW_BITS, _COMPRESS_SETTINGS),)
+_SERVER_EXTENSIONS = (
+    ServerPerMessageDeflateFactory(
+        server_max_window_bits=_WINDOW_BITS,
+        client_max_window_bits=_WINDOW_BITS,
+        compress_settings=_COMPRESS_SETTINGS,
+    ),
+)
 
 # The largest payload of a control frame (RFC 6455, section 5.5).
 _MAX_CONTROL_FRAME = 125
@@ -202,20 +211,10 @@ class Settings:
             limit += limit // 8 + limit // 64 + 64
         return limit + _MAX_CONTROL_FRAME, fragment
 
-    def client_extensions(self) -> list[ClientDeflateFactory] | None:
+    def client_extensions(self) -> Sequence[ClientDeflateFactory] | None:
         """The extensions a client offers."""
-        if self.compression is None:
-            return None
-        return [ClientDeflateFactory(_WINDOW_BITS, _COMPRESS_SETTINGS)]
+        return None if self.compression is None else _CLIENT_EXTENSIONS
 
-    def server_extensions(self) -> list[ServerPerMessageDeflateFactory] | None:
+    def server_extensions(self) -> Sequence[ServerPerMessageDeflateFactory] | None:
         """The extensions a server accepts."""
-        if self.compression is None:
-            return None
-        return [
-            ServerPerMessageDeflateFactory(
-                server_max_window_bits=_WINDOW_BITS,
-                client_max_window_bits=_WINDOW_BITS,
-                compress_settings=_COMPRESS_SETTINGS,
-            )
-        ]
+        return None if self.compression is None else _SERVER_EXTENSIONS
