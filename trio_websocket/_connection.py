@@ -638,7 +638,8 @@ class WebSocketConnection(trio.abc.AsyncResource):
                 if queued:
                     head = b"".join(queued) + head
             await self._write(head, body)
-            self._write_waiting_frames()
+            if self._outbox.waiting:
+                self._write_waiting_frames()
         finally:
             lock.release()
 
@@ -646,14 +647,13 @@ class WebSocketConnection(trio.abc.AsyncResource):
         """After our own frame: write the frames waiting in the outbox, as far
         as the kernel takes them without waiting (see _outbox)."""
         transport = self._transport
-        if not self._outbox or not isinstance(transport, SocketTransport):
+        if not isinstance(transport, SocketTransport):
             return
-        if not self._can_send():
-            return  # each waiting sender finds out for itself
         try:
+            self._check_can_send()  # else each waiting sender finds out itself
             written = self._outbox.write_waiting(transport.write_nowait)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return  # the next sender's own write meets it too
+        except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+            return  # (the next sender's own write meets a broken socket too)
         self._counters.wire_bytes_sent += written
 
     def _frame_data(
@@ -669,17 +669,14 @@ class WebSocketConnection(trio.abc.AsyncResource):
             send_uncompressed(self._protocol, send, payload, fin)
 
     def _check_can_send(self) -> None:
-        if not self._can_send():
-            raise ConnectionClosed(self._close_reason)
-
-    def _can_send(self) -> bool:
         # A known close reason with the engine still OPEN means we aborted or
         # are failing the connection (e.g. a cancelled send_fragments()).
-        return (
-            not self._closing_locally
-            and self._close_reason is None
-            and self._protocol.state is OPEN
-        )
+        if (
+            self._closing_locally
+            or self._close_reason is not None
+            or self._protocol.state is not OPEN
+        ):
+            raise ConnectionClosed(self._close_reason)
 
     async def _write_pending(self) -> None:
         """Write what the engine has queued; the caller holds the write lock.

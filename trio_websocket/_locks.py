@@ -87,12 +87,14 @@ class WriteLock:
     def release(self) -> None:
         """Hand the lock to the next waiter, or free it."""
         outbox = self._outbox
-        if outbox is not None and outbox.has_partial_frame:
+        if outbox is not None and outbox.waiting and outbox.has_partial_frame:
             outbox.hand_over()
         elif self._waiters:
             self._waiters.unpark()
-        elif outbox is None or not outbox.hand_over():
+        elif outbox is None or not outbox.waiting:
             self._held = False
+        else:
+            outbox.hand_over()
 
     async def __aenter__(self) -> None:
         if not self.try_acquire():

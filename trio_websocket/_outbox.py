@@ -40,18 +40,16 @@ class _Waiting:
 class Outbox:
     """Frames of senders waiting for the write lock, oldest first."""
 
-    __slots__ = ("_waiting",)
+    __slots__ = ("waiting",)
 
     def __init__(self) -> None:
-        self._waiting: list[_Waiting] = []
-
-    def __bool__(self) -> bool:
-        return bool(self._waiting)
+        # Oldest first; an attribute, so the hot path tests it without a call.
+        self.waiting: list[_Waiting] = []
 
     @property
     def has_partial_frame(self) -> bool:
         """Whether the oldest frame is partly written (its sender goes next)."""
-        return bool(self._waiting) and self._waiting[0].sent > 0
+        return bool(self.waiting) and self.waiting[0].sent > 0
 
     async def wait(self, frame: bytes) -> int:
         """Park until ``frame`` is written or the lock is handed to this task.
@@ -60,12 +58,12 @@ class Outbox:
         a task that now holds the lock, what it has left to write from.
         """
         waiting = _Waiting(trio.lowlevel.current_task(), frame)
-        self._waiting.append(waiting)
+        self.waiting.append(waiting)
 
         def abort(_: object) -> trio.lowlevel.Abort:
             if waiting.sent:  # part of it is out: its sender must finish it
                 return trio.lowlevel.Abort.FAILED
-            self._waiting.remove(waiting)
+            self.waiting.remove(waiting)
             return trio.lowlevel.Abort.SUCCEEDED
 
         await trio.lowlevel.wait_task_rescheduled(abort)
@@ -75,7 +73,7 @@ class Outbox:
         """Write the waiting frames with one ``write`` call that does not wait;
         wake the senders whose frames went out whole. Returns the bytes
         written. (For the lock holder, after its own frame.)"""
-        waiting = self._waiting
+        waiting = self.waiting
         if not waiting or waiting[0].sent:
             return 0
         written = write(b"".join(entry.frame for entry in waiting))
@@ -93,9 +91,6 @@ class Outbox:
         del waiting[:done]
         return written
 
-    def hand_over(self) -> bool:
-        """Wake the oldest waiting sender to take the lock; False if none."""
-        if not self._waiting:
-            return False
-        trio.lowlevel.reschedule(self._waiting.pop(0).task)
-        return True
+    def hand_over(self) -> None:
+        """Wake the oldest waiting sender (there must be one) to take the lock."""
+        trio.lowlevel.reschedule(self.waiting.pop(0).task)
