@@ -827,10 +827,11 @@ class WebSocketConnection(trio.abc.AsyncResource):
                     self._take_input(early_data)
                 await self._write_engine_replies()
                 rests = await self._read_until_end()
-            self._close_timed_out = (
+            if (
                 self._reader_scope.cancelled_caught
                 and trio.current_time() >= self._reader_scope.deadline
-            )
+            ):
+                self._close_timed_out = True  # never reset: aclose() may set it
         except Exception:
             if not self._reader_errors_logged:
                 raise

@@ -67,7 +67,8 @@ class SocketWatcher:
             _WATCHER.set(None)
 
     async def run(self) -> None:
-        """Wake connections whose sockets became readable, until the run ends."""
+        """Wake connections whose sockets became readable, until nothing rests
+        (:meth:`forget` of the last one) or the run ends."""
         try:
             with self._scope:
                 while True:
