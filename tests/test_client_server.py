@@ -365,6 +365,8 @@ async def test_handler_nursery(nursery: trio.Nursery) -> None:
             )
             async with open_websocket_url(server_url(server)) as client:
                 await assert_echoes(client)
+                # One task per client, as in 0.12 (its reader runs below it).
+                assert len(handler_nursery.child_tasks) == 1
     assert parents == [handler_nursery]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -370,7 +371,7 @@ class WebSocketServer:
 
     def _close_client(self, client: _Client) -> None:
         """Start closing the client's connection, if it has an open one."""
-        connection, nursery = client.connection, self._client_nursery
+        connection, nursery = client.connection, client.nursery
         if connection is None or nursery is None or self._closing is None:
             return
         if connection.closed is None:
@@ -394,13 +395,13 @@ class WebSocketServer:
         client = _Client(self)
         self._clients[client] = None
         try:
-            # Shutdown cancels the client through this scope. (Its
-            # connection's reader runs in the nursery of the client tasks: a
-            # nursery per client would cost every connection a kilobyte.)
+            # Shutdown cancels the client through this scope.
             with client.scope:
-                request = await self._admit_client(client, stream)
-                if request is not None:
-                    await self._run_handler(request)
+                async with self._nursery_for_client() as nursery:
+                    client.nursery = nursery
+                    request = await self._admit_client(client, stream)
+                    if request is not None:
+                        await self._run_handler(request)
         except Exception:
             logger.exception("unexpected error while serving a client")
         finally:
@@ -412,6 +413,19 @@ class WebSocketServer:
             if client.connection is not None:  # its handler was cancelled
                 await client.connection.abandon()
             await transport_for(stream).aclose_forcefully()
+
+    def _nursery_for_client(self) -> AbstractAsyncContextManager[trio.Nursery]:
+        """Where a client's connection runs its reader task.
+
+        The nursery of the client tasks when it is the server's own: a
+        nursery per client costs every connection about a kilobyte. In a
+        ``handler_nursery`` of the caller's, one task per client, as in
+        0.12: the connection then gets a nursery of its own.
+        """
+        if self._handler_nursery is not None:
+            return trio.open_nursery()
+        assert self._client_nursery is not None
+        return _AlreadyOpen(self._client_nursery)
 
     async def _admit_client(
         self, client: _Client, stream: trio.abc.Stream
@@ -426,7 +440,8 @@ class WebSocketServer:
             await _refuse(stream, refusal)
             return None
         client.admitted = True
-        request = await self._admit(stream, remote)
+        assert client.nursery is not None
+        request = await self._admit(client.nursery, stream, remote)
         self._end_handshake(client)
         if request is not None:
             request._on_accept = client.accepted
@@ -439,11 +454,11 @@ class WebSocketServer:
             self._gate.slots.give_back()
 
     async def _admit(
-        self, stream: trio.abc.Stream, remote: Endpoint | str
+        self, nursery: trio.Nursery, stream: trio.abc.Stream, remote: Endpoint | str
     ) -> WebSocketRequest | None:
         """Read the request and check it; None if the client was refused."""
         with self._gate.handshake(remote):
-            request = await self._receive_request(stream)
+            request = await self._receive_request(nursery, stream)
         if request is None:
             return None
         refusal = self._refusal(request)
@@ -463,10 +478,8 @@ class WebSocketServer:
         return None
 
     async def _receive_request(
-        self, stream: trio.abc.Stream
+        self, nursery: trio.Nursery, stream: trio.abc.Stream
     ) -> WebSocketRequest | None:
-        nursery = self._client_nursery
-        assert nursery is not None
         admission = self._gate.admission
         with trio.move_on_after(self._handshake_timeout):
             try:
@@ -500,10 +513,33 @@ class WebSocketServer:
         await conclude_request(request, failed)
 
 
+class _AlreadyOpen:
+    """``async with`` for a nursery that is open already: enters nothing."""
+
+    __slots__ = ("_nursery",)
+
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+
+    async def __aenter__(self) -> trio.Nursery:
+        return self._nursery
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+
 class _Client:
     """What a server tracks about one client's task."""
 
-    __slots__ = ("admitted", "connection", "handshaking", "scope", "server", "task")
+    __slots__ = (
+        "admitted",
+        "connection",
+        "handshaking",
+        "nursery",
+        "scope",
+        "server",
+        "task",
+    )
 
     def __init__(self, server: WebSocketServer) -> None:
         self.server = server
@@ -511,6 +547,8 @@ class _Client:
         self.handshaking = True  # holds a handshake slot
         self.admitted = False  # counted by the admission gate
         self.scope = trio.CancelScope()  # cancels the client's task
+        # Where its connection's tasks run (see _nursery_for_client).
+        self.nursery: trio.Nursery | None = None
         self.connection: WebSocketConnection | None = None
 
     def accepted(self, connection: WebSocketConnection) -> None:
