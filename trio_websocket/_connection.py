@@ -292,8 +292,8 @@ class WebSocketConnection(trio.abc.AsyncResource):
         """Let the reader end while the socket is quiet (see :mod:`._idle`).
 
         Only for an owner whose nursery stays open as long as the connection
-        does (``open_websocket``, the server's per-client nursery): a resting
-        reader is started again in that nursery.
+        does (``open_websocket``, a server's nursery for its clients): a
+        resting reader is started again in that nursery.
 
         :meta private:
         """
@@ -621,14 +621,13 @@ class WebSocketConnection(trio.abc.AsyncResource):
         head, body = codec.encode_frame(opcode, payload, self.is_client)
         lock = self._write_lock
         sent = 0
-        if lock.try_acquire():
-            pass
-        elif body:  # a large frame: worth a system call of its own
-            await lock.wait_for_handover()
-        else:
-            sent = await self._outbox.wait(head)
-            if sent == len(head):
-                return
+        if not lock.try_acquire():
+            if body:  # a large frame: worth a system call of its own
+                await lock.wait_for_handover()
+            else:
+                sent = await self._outbox.wait(head)
+                if sent == len(head):
+                    return
         try:
             if sent:  # the rest of a frame partly written: it must go out
                 head = head[sent:]
@@ -650,10 +649,10 @@ class WebSocketConnection(trio.abc.AsyncResource):
         if not isinstance(transport, SocketTransport):
             return
         try:
-            self._check_can_send()  # else each waiting sender finds out itself
+            self._check_can_send()
             written = self._outbox.write_waiting(transport.write_nowait)
         except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
-            return  # (the next sender's own write meets a broken socket too)
+            return  # each waiting sender meets it too, with its own frame
         self._counters.wire_bytes_sent += written
 
     def _frame_data(
