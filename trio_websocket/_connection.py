@@ -264,16 +264,16 @@ class WebSocketConnection(trio.abc.AsyncResource):
         early_events: Sequence[Event] = (),
         early_data: bytes = b"",
         *,
-        shared: bool = False,
+        contain_errors: bool = False,
     ) -> None:
         """Start the reader (and keepalive) tasks, once the handshake is done.
 
         What arrived along with the handshake is either ``early_events``,
         frames the engine already parsed, or ``early_data``, bytes nobody
         parsed yet, which are handled as if they were the first read.
-        A ``shared`` nursery runs many connections' tasks (a server's): an
-        unexpected error in the reader is logged and ends this connection
-        only.
+        With ``contain_errors`` (a server, whose nurseries serve other
+        clients too) an unexpected error in the reader is logged and ends
+        this connection only, instead of reaching the nursery.
 
         :meta private:
         """
@@ -282,7 +282,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         if _ends_inside_a_message(early_events):
             self._frames = None  # the engine is counting that message
         self._reader_nursery = nursery
-        self._reader_errors_logged = shared
+        self._reader_errors_logged = contain_errors
         nursery.start_soon(self._reader_task, early_events, early_data)
         if self._settings.ping_interval is not None:
             timeout = self._settings.ping_timeout or self._settings.ping_interval

@@ -87,14 +87,18 @@ class WriteLock:
     def release(self) -> None:
         """Hand the lock to the next waiter, or free it."""
         outbox = self._outbox
-        if outbox is not None and outbox.waiting and outbox.has_partial_frame:
+        # The outbox goes first when its oldest frame is partly written (it
+        # must be finished), or when nobody else waits.
+        if (
+            outbox is not None
+            and outbox.waiting
+            and (outbox.has_partial_frame or not self._waiters)
+        ):
             outbox.hand_over()
         elif self._waiters:
             self._waiters.unpark()
-        elif outbox is None or not outbox.waiting:
-            self._held = False
         else:
-            outbox.hand_over()
+            self._held = False
 
     async def __aenter__(self) -> None:
         if not self.try_acquire():

@@ -48,8 +48,9 @@ class Outbox:
 
     @property
     def has_partial_frame(self) -> bool:
-        """Whether the oldest frame is partly written (its sender goes next)."""
-        return bool(self.waiting) and self.waiting[0].sent > 0
+        """Whether the oldest frame (a sender must wait) is partly written:
+        its sender goes next."""
+        return self.waiting[0].sent > 0
 
     async def wait(self, frame: bytes) -> int:
         """Park until ``frame`` is written or the lock is handed to this task.

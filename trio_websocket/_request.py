@@ -206,7 +206,7 @@ class WebSocketRequest:
         # Frames the client sent right behind its request are parsed only now,
         # in the state and with the extensions the response set.
         self._connection.start_background_tasks(
-            self._nursery, early_data=early_data, shared=True
+            self._nursery, early_data=early_data, contain_errors=True
         )
         # The server's nursery for its clients outlives the connection.
         self._connection.let_reader_rest()

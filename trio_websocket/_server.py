@@ -377,10 +377,6 @@ class WebSocketServer:
         if connection.closed is None:
             nursery.start_soon(connection.aclose, *self._closing)
 
-    def _accepted(self, client: _Client) -> None:
-        """Called once the client's request is accepted."""
-        self._close_client(client)  # accepted after shutdown began
-
     async def _wait_for_clients(self) -> None:
         """Wait until every client task but the caller's own has ended."""
         me = trio.lowlevel.current_task()
@@ -554,7 +550,7 @@ class _Client:
     def accepted(self, connection: WebSocketConnection) -> None:
         """Called by ``request.accept()``: track the connection."""
         self.connection = connection
-        self.server._accepted(self)
+        self.server._close_client(self)  # if accepted after shutdown began
 
 
 def _log_refusal(stream: trio.abc.Stream, refusal: Refusal) -> None:
