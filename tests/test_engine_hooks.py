@@ -18,8 +18,10 @@ from websockets.streams import StreamReader
 from websockets.uri import parse_uri
 
 from trio_websocket._engine import (
+    CAN_PARSE_ON_DEMAND,
     CAN_QUEUE_FRAMES,
     ClientEngine,
+    ParserOnDemand,
     SizingReader,
     between_frames,
     parser_failure,
@@ -63,10 +65,29 @@ def test_release_handshake_relies_on_the_parser_generator() -> None:
     before = engine.parser
     assert release_handshake(engine)  # our codec may take over
     assert engine.parser is not before
-    fresh: Any = engine.parser
-    assert fresh.gi_code is Protocol.parse.__code__
+    assert isinstance(engine.parser, ParserOnDemand)
     engine.receive_data(from_server(Opcode.TEXT, b"still parses"))
     assert received_frame(engine).data == b"still parses"
+
+
+def test_parser_on_demand_relies_on_next_of_the_parser() -> None:
+    assert CAN_PARSE_ON_DEMAND
+    engine = client()
+    engine.parser = ParserOnDemand(engine)  # type: ignore[assignment]
+    engine.receive_data(from_server(Opcode.TEXT, b"one")[:2])  # half a frame
+    made: Any = engine.parser
+    assert made.gi_code is Protocol.parse.__code__  # the engine's, put in place
+    assert not between_frames(made)
+    engine.receive_data(from_server(Opcode.TEXT, b"one")[2:])
+    assert received_frame(engine).data == b"one"
+    assert engine.parser is made
+
+
+def test_parser_on_demand_sees_the_end_of_the_input() -> None:
+    engine = client()
+    engine.parser = ParserOnDemand(engine)  # type: ignore[assignment]
+    engine.receive_eof()
+    assert isinstance(parser_failure(engine), EOFError)
 
 
 def test_release_handshake_keeps_a_parser_inside_a_frame() -> None:

@@ -20,6 +20,11 @@ The hooks, what each relies on, and its fallback:
   empty ``protocol.reader.buffer``. Fallback: the engine's parser is kept,
   and with it the parsed handshake; our frame codec is not used, since the
   engine may be inside a frame.
+* **Parser on demand** (:class:`ParserOnDemand`): the parser that replaces
+  the engine's stands in for ``Protocol.parse`` until the engine is given
+  input, relying on ``receive_data`` and ``receive_eof`` advancing
+  ``protocol.parser`` with ``next()``. Fallback: when
+  :data:`CAN_PARSE_ON_DEMAND` is false, the generator is made at once.
 * **Size reads** (:func:`track_frame_sizes`): sets the ``__class__`` of
   ``protocol.reader``, a plain ``StreamReader`` whose ``read_exact`` the
   parser calls, to :class:`SizingReader`. Fallback: a reader of another
@@ -157,13 +162,15 @@ def release_handshake(protocol: Protocol) -> bool:
     parser = getattr(protocol, "parser", None)
     if protocol.reader.buffer or not between_frames(parser):
         return False
-    protocol.parser = Protocol.parse(protocol)
-    next(protocol.parser)  # run to its first wait for data, as the engine does
+    if not isinstance(parser, ParserOnDemand):
+        _install_frame_parser(protocol)
     return True
 
 
 def between_frames(parser: object) -> bool:
     """Whether ``parser`` is a generator waiting for the first byte of a frame."""
+    if isinstance(parser, ParserOnDemand):
+        return True
     inner: Any = parser
     while inspect.isgenerator(inner) and inner.gi_yieldfrom is not None:
         inner = inner.gi_yieldfrom
@@ -171,6 +178,62 @@ def between_frames(parser: object) -> bool:
     return inspect.isgenerator(inner) and inner.gi_code is getattr(
         at_eof, "__code__", None
     )
+
+
+# -- Parser on demand ---------------------------------------------------------
+
+
+class ParserOnDemand:
+    """The engine's frame parser, made when the engine is first given input.
+
+    While our codec parses the frames (see :mod:`._frames`), the engine may
+    never see a byte of input; its parser generator, suspended at its first
+    wait for data, would still cost each connection about 440 bytes. This
+    stands in for it: the first ``next()`` (from ``receive_data`` or
+    ``receive_eof``) makes the generator, puts it in its place and runs it,
+    which parses whatever the engine was given.
+    """
+
+    __slots__ = ("_protocol",)
+
+    def __init__(self, protocol: Protocol) -> None:
+        self._protocol = protocol
+
+    def __iter__(self) -> ParserOnDemand:
+        return self
+
+    def __next__(self) -> None:
+        parser = Protocol.parse(self._protocol)
+        self._protocol.parser = parser
+        next(parser)
+
+
+def _install_frame_parser(protocol: Protocol) -> None:
+    """Give ``protocol`` a fresh frame parser, waiting for a frame's start."""
+    if CAN_PARSE_ON_DEMAND:
+        protocol.parser = ParserOnDemand(protocol)  # type: ignore[assignment]
+    else:
+        protocol.parser = Protocol.parse(protocol)
+        next(protocol.parser)  # run to its first wait for data, as the engine does
+
+
+def _can_parse_on_demand() -> bool:
+    try:
+        probe = Protocol(Side.SERVER, logger=_PROBE_LOGGER)
+        probe.parser = ParserOnDemand(probe)  # type: ignore[assignment]
+        probe.receive_data(b"\x89\x80\x00\x00\x00\x00")  # a masked, empty ping
+        (ping,) = probe.events_received()
+        return (
+            isinstance(ping, Frame)
+            and ping.opcode is Opcode.PING
+            and inspect.isgenerator(probe.parser)
+        )
+    except Exception:
+        return False
+
+
+#: Whether :class:`ParserOnDemand` works with this release of the engine.
+CAN_PARSE_ON_DEMAND = _can_parse_on_demand()
 
 
 # -- Size reads ---------------------------------------------------------------
@@ -320,8 +383,7 @@ def open_directly(
     protocol.extensions = extensions
     protocol.subprotocol = subprotocol
     protocol.state = State.OPEN
-    protocol.parser = Protocol.parse(protocol)
-    next(protocol.parser)  # run to its first wait for data, as the engine does
+    _install_frame_parser(protocol)
 
 
 def _can_open_directly() -> bool:
