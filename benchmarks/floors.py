@@ -15,12 +15,17 @@ how far a target can be reached at all:
   server closes), ``minimal`` (a hand-written 101 and close reply on plain
   Trio: no validation, no engine, no reader task, no timeouts), ``minimal +
   engine`` (the same, with the engine's ``ServerProtocol`` for the frames,
-  which this library keeps per connection), this library, and
-  trio-websocket 0.12.2.
+  which this library keeps per connection), ``+ reader task`` (the close
+  frame read by a task of the server's nursery while the handler waits, as
+  a handler waits in ``get_message``), this library, and trio-websocket
+  0.12.2.
 * **Handshakes, client side.** The same exchange against a minimal asyncio
   server in another process. Rows: ``plain`` (``open_tcp_stream``, then EOF
   both ways, as ``run.py``'s plain peer does), ``minimal`` (the exchange on
-  a bare Trio socket), this library, and 0.12.2.
+  a bare Trio socket), ``minimal + nursery + engine + reader task`` (the
+  structure ``open_websocket`` has: a nursery around the body, the engine's
+  ``ClientProtocol``, and a task reading while the body runs), this
+  library, and 0.12.2.
 * **Memory per idle connection**, 1,000 open, with ``tracemalloc`` as in
   ``run.py``. Server rows: ``plain`` (a handler waiting in
   ``receive_some``), ``plain + engine`` (the same, holding the engine's
@@ -138,11 +143,11 @@ def hold(port: int, count: int, websocket: bool) -> None:
 # -- Servers under test -----------------------------------------------------------
 
 
-def server_handlers(kind: str) -> Callable[[Any], Awaitable[None]]:
+def server_handlers(kind: str, nursery: Any) -> Callable[[Any], Awaitable[None]]:
     """A ``serve_tcp`` handler for the plain and minimal server rows."""
     import trio
 
-    engine_for = _engine_factory() if kind == "minimal-engine" else None
+    engine_for = _engine_factory() if kind != "minimal" else None
 
     async def plain(stream: trio.SocketStream) -> None:
         try:
@@ -150,6 +155,21 @@ def server_handlers(kind: str) -> Callable[[Any], Awaitable[None]]:
                 pass
         finally:
             await stream.aclose()
+
+    async def answer_close(stream: trio.SocketStream, engine: Any) -> None:
+        data = await stream.receive_some()
+        if engine is None:
+            await stream.send_all(CLOSE_FROM_SERVER)
+        else:
+            engine.receive_data(data)
+            engine.events_received()
+            await stream.send_all(b"".join(engine.data_to_send()))
+
+    async def reader(stream: trio.SocketStream, engine: Any, done: Any) -> None:
+        try:
+            await answer_close(stream, engine)
+        finally:
+            done.set()
 
     async def minimal(stream: trio.SocketStream) -> None:
         try:
@@ -161,13 +181,12 @@ def server_handlers(kind: str) -> Callable[[Any], Awaitable[None]]:
                 head += data
             await stream.send_all(upgrade_response(head))
             engine = engine_for() if engine_for else None
-            data = await stream.receive_some()
-            if engine is None:
-                await stream.send_all(CLOSE_FROM_SERVER)
+            if kind == "minimal-reader":  # the handler waits while a task reads
+                done = trio.Event()
+                nursery.start_soon(reader, stream, engine, done)
+                await done.wait()
             else:
-                engine.receive_data(data)
-                engine.events_received()
-                await stream.send_all(b"".join(engine.data_to_send()))
+                await answer_close(stream, engine)
         finally:
             await stream.aclose()
 
@@ -203,7 +222,7 @@ async def start_server(kind: str, nursery: Any) -> int:
 
         server = await nursery.start(tw.serve_websocket, echo, "127.0.0.1", 0, None)
         return int(server.port)
-    return await serve_plain_tcp(server_handlers(kind), nursery)
+    return await serve_plain_tcp(server_handlers(kind, nursery), nursery)
 
 
 async def serve_plain_tcp(
@@ -277,7 +296,41 @@ def client_opener(kind: str, port: int) -> Callable[[], Awaitable[None]]:
             while await sock.recv(65536):
                 pass
 
-    return plain if kind == "plain" else minimal
+    async def read_until_closed(sock: Any, engine: Any, done: Any) -> None:
+        while data := await sock.recv(65536):
+            engine.receive_data(data)
+        engine.receive_eof()
+        done.set()
+
+    async def minimal_reader() -> None:
+        # What open_websocket's structure needs: a nursery, the engine, and
+        # a task that reads while the body runs.
+        async with trio.open_nursery() as nursery:
+            with trio.socket.socket() as sock:
+                await sock.connect(("127.0.0.1", port))
+                await sock.send(upgrade_request(port))
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += await sock.recv(65536)
+                engine = client_engine()
+                done = trio.Event()
+                nursery.start_soon(read_until_closed, sock, engine, done)
+                engine.send_close(1000)
+                await sock.send(b"".join(engine.data_to_send()))
+                await done.wait()
+
+    return {"plain": plain, "minimal": minimal, "minimal-reader": minimal_reader}[kind]
+
+
+def client_engine() -> Any:
+    """The engine's client side opened for frames, as this library opens it."""
+    from trio_websocket._engine import open_directly
+    from websockets.client import ClientProtocol
+    from websockets.uri import parse_uri
+
+    engine = ClientProtocol(parse_uri("ws://127.0.0.1/"))
+    open_directly(engine, [], None)
+    return engine
 
 
 def measure_client(kind: str, count: int) -> dict[str, float]:
@@ -399,16 +452,7 @@ def memory_server(kind: str, count: int) -> dict[str, float]:
 def memory_client(kind: str, count: int) -> dict[str, float]:
     import trio
 
-    engine_for = None
-    if kind == "plain-nursery-engine":
-        from trio_websocket._engine import open_directly
-        from websockets.client import ClientProtocol
-        from websockets.uri import parse_uri
-
-        def engine_for() -> Any:
-            engine = ClientProtocol(parse_uri("ws://127.0.0.1/"))
-            open_directly(engine, [], None)
-            return engine
+    engine_for = client_engine if kind == "plain-nursery-engine" else None
 
     async def main(port: int) -> dict[str, float]:
         release = trio.Event()
@@ -464,12 +508,14 @@ SERVER_ROWS = [
     ("plain", "ours", "plain Trio TCP"),
     ("minimal", "ours", "minimal WebSocket on Trio"),
     ("minimal-engine", "ours", "minimal + engine"),
+    ("minimal-reader", "ours", "minimal + engine + reader task"),
     ("ours", "ours", "this library"),
     ("tw012", "trio-websocket-0.12.2", "trio-websocket 0.12.2"),
 ]
 CLIENT_ROWS = [
     ("plain", "ours", "plain Trio TCP"),
     ("minimal", "ours", "minimal WebSocket on Trio"),
+    ("minimal-reader", "ours", "minimal + nursery + engine + reader task"),
     ("ours", "ours", "this library"),
     ("tw012", "trio-websocket-0.12.2", "trio-websocket 0.12.2"),
 ]
