@@ -285,13 +285,17 @@ def client_opener(kind: str, port: int) -> Callable[[], Awaitable[None]]:
         finally:
             await stream.aclose()
 
+    async def open_upgraded(sock: Any) -> None:
+        """Connect, send the upgrade request, read the response's head."""
+        await sock.connect(("127.0.0.1", port))
+        await sock.send(upgrade_request(port))
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += await sock.recv(65536)
+
     async def minimal() -> None:
         with trio.socket.socket() as sock:
-            await sock.connect(("127.0.0.1", port))
-            await sock.send(upgrade_request(port))
-            head = b""
-            while b"\r\n\r\n" not in head:
-                head += await sock.recv(65536)
+            await open_upgraded(sock)
             await sock.send(CLOSE_FROM_CLIENT)
             while await sock.recv(65536):
                 pass
@@ -307,11 +311,7 @@ def client_opener(kind: str, port: int) -> Callable[[], Awaitable[None]]:
         # a task that reads while the body runs.
         async with trio.open_nursery() as nursery:
             with trio.socket.socket() as sock:
-                await sock.connect(("127.0.0.1", port))
-                await sock.send(upgrade_request(port))
-                head = b""
-                while b"\r\n\r\n" not in head:
-                    head += await sock.recv(65536)
+                await open_upgraded(sock)
                 engine = client_engine()
                 done = trio.Event()
                 nursery.start_soon(read_until_closed, sock, engine, done)
@@ -504,20 +504,25 @@ def memory_client(kind: str, count: int) -> dict[str, float]:
 
 # -- The runner -------------------------------------------------------------------
 
+# (kind, environment, name): the rows both sides share, then each side's.
+PLAIN = ("plain", "ours", "plain Trio TCP")
+MINIMAL = ("minimal", "ours", "minimal WebSocket on Trio")
+OURS = ("ours", "ours", "this library")
+TW012 = ("tw012", "trio-websocket-0.12.2", "trio-websocket 0.12.2")
 SERVER_ROWS = [
-    ("plain", "ours", "plain Trio TCP"),
-    ("minimal", "ours", "minimal WebSocket on Trio"),
+    PLAIN,
+    MINIMAL,
     ("minimal-engine", "ours", "minimal + engine"),
     ("minimal-reader", "ours", "minimal + engine + reader task"),
-    ("ours", "ours", "this library"),
-    ("tw012", "trio-websocket-0.12.2", "trio-websocket 0.12.2"),
+    OURS,
+    TW012,
 ]
 CLIENT_ROWS = [
-    ("plain", "ours", "plain Trio TCP"),
-    ("minimal", "ours", "minimal WebSocket on Trio"),
+    PLAIN,
+    MINIMAL,
     ("minimal-reader", "ours", "minimal + nursery + engine + reader task"),
-    ("ours", "ours", "this library"),
-    ("tw012", "trio-websocket-0.12.2", "trio-websocket 0.12.2"),
+    OURS,
+    TW012,
 ]
 MEMORY_SERVER_ROWS = [
     ("plain", "plain Trio TCP"),
