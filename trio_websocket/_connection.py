@@ -123,7 +123,7 @@ from ._outbox import Outbox
 from ._queue import Fragment, Item, Message, MessageQueue
 from ._settings import Settings
 from ._stats import ConnectionStats, Counters
-from ._transport import SocketTransport, transport_for
+from ._transport import DEFAULT_READ_SIZE, SocketTransport, transport_for
 from ._turns import ReadTurns
 from ._url import Endpoint, stream_endpoint
 
@@ -137,9 +137,8 @@ Headers = tuple[tuple[bytes, bytes], ...]
 
 _ABNORMAL = 1006
 _DATA_OPCODES = frozenset({Opcode.TEXT, Opcode.BINARY, Opcode.CONT})
-# Read sizes: Trio's default when receive_buffer_size is None, and the most
-# a connection reads at once while a large frame is arriving.
-_DEFAULT_READ = 65536
+# The most a connection reads at once while a large frame is arriving (when
+# receive_buffer_size is None, reads are of the transport's default size).
 _LARGEST_READ = 2**20
 
 logger = logging.getLogger("trio-websocket")
@@ -213,7 +212,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         self._id = next(self.__class__.CONNECTION_ID)
         self._stream = stream
         self._transport = transport_for(stream)
-        self._read_size = settings.receive_buffer_size or _DEFAULT_READ
+        self._read_size = settings.receive_buffer_size or DEFAULT_READ_SIZE
         between_frames = release_handshake(protocol)
         self._engine_input = track_frame_sizes(protocol)
         # Our codec parses the input while it can (see _frames); None when
@@ -1061,7 +1060,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         # of it in large chunks, but never past its end: what follows it is
         # read at the configured size, so small messages are not read ahead
         # of what the message queue allows.
-        base = self._settings.receive_buffer_size or _DEFAULT_READ
+        base = self._settings.receive_buffer_size or DEFAULT_READ_SIZE
         frames = self._frames
         missing = self._engine_input.missing if frames is None else frames.missing
         self._read_size = min(missing, _LARGEST_READ) if missing > base else base

@@ -217,17 +217,18 @@ def _install_frame_parser(protocol: Protocol) -> None:
         next(protocol.parser)  # run to its first wait for data, as the engine does
 
 
+def _parses_a_ping(server: Protocol) -> bool:
+    """Whether the server side ``server`` parses a masked, empty ping."""
+    server.receive_data(b"\x89\x80\x00\x00\x00\x00")
+    (ping,) = server.events_received()
+    return isinstance(ping, Frame) and ping.opcode is Opcode.PING
+
+
 def _can_parse_on_demand() -> bool:
     try:
         probe = Protocol(Side.SERVER, logger=_PROBE_LOGGER)
         probe.parser = ParserOnDemand(probe)  # type: ignore[assignment]
-        probe.receive_data(b"\x89\x80\x00\x00\x00\x00")  # a masked, empty ping
-        (ping,) = probe.events_received()
-        return (
-            isinstance(ping, Frame)
-            and ping.opcode is Opcode.PING
-            and inspect.isgenerator(probe.parser)
-        )
+        return _parses_a_ping(probe) and inspect.isgenerator(probe.parser)
     except Exception:
         return False
 
@@ -390,13 +391,9 @@ def _can_open_directly() -> bool:
     try:
         server = ServerProtocol(logger=_PROBE_LOGGER)
         open_directly(server, [], None)
-        server.receive_data(b"\x89\x80\x00\x00\x00\x00")  # a masked, empty ping
-        (ping,) = server.events_received()
-        answered = server.data_to_send() == [b"\x8a\x00"]  # the pong
         return (
-            answered
-            and isinstance(ping, Frame)
-            and ping.opcode is Opcode.PING
+            _parses_a_ping(server)
+            and server.data_to_send() == [b"\x8a\x00"]  # the pong
             and server.state is State.OPEN
             and server.handshake_exc is None
         )

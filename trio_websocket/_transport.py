@@ -31,8 +31,9 @@ import trio
 _Arg = TypeVar("_Arg")
 _Result = TypeVar("_Result")
 
-# What a read asks for when the caller gives no size (as receive_some).
-_DEFAULT_READ = 65536
+#: What a read asks for when the caller gives no size (Trio's receive_some
+#: default too).
+DEFAULT_READ_SIZE = 65536
 # A writer yields to the scheduler at least once every this many writes.
 _WRITES_PER_YIELD = 32
 # errno values that mean the peer is gone rather than a bug of ours.
@@ -129,7 +130,7 @@ class SocketTransport(StreamTransport):
         read looks first, which spares a task that has to wait anyway (for
         a round trip, say) a pass through the scheduler.
         """
-        size = max_bytes or _DEFAULT_READ
+        size = max_bytes or DEFAULT_READ_SIZE
         if yield_first:
             # Nothing is read before the yield: a cancel there loses nothing.
             await trio.lowlevel.checkpoint()
@@ -148,7 +149,7 @@ class SocketTransport(StreamTransport):
     ) -> bytes | bytearray | None:
         """:meth:`receive` (reading first), or ``None`` if the socket stays
         silent for ``seconds`` (then nothing was read)."""
-        data = _system_call(os.read, self.fileno(), max_bytes or _DEFAULT_READ)
+        data = _system_call(os.read, self.fileno(), max_bytes or DEFAULT_READ_SIZE)
         if data is not None:
             await trio.lowlevel.cancel_shielded_checkpoint()  # as receive()
             return data
