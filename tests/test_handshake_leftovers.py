@@ -11,6 +11,7 @@ alive for the whole connection) and our frame codec takes every frame.
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from functools import partial
 from typing import Any
 
@@ -144,3 +145,30 @@ async def test_server_replaces_the_parser_after_a_plain_request(
             await ws.send_message("echo")
             assert await ws.get_message() == "echo"
     assert fresh_parser == [True]
+
+
+async def test_the_engine_parses_nothing_until_it_is_given_a_frame(
+    nursery: trio.Nursery,
+) -> None:
+    # Our codec takes the data frames, so the engine's parser generator is
+    # made only when a control frame reaches the engine (see ParserOnDemand).
+    server_parsers: list[type] = []
+
+    async def handler(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        message = await ws.get_message()
+        server_parsers.append(type(ws._protocol.parser))
+        await ws.send_message(message)
+        await ws.get_message()  # ended by the client's close
+
+    server = await nursery.start(serve_websocket, handler, HOST, 0, None)
+    with trio.fail_after(TEST_BOUND):
+        async with open_websocket(
+            HOST, server.port, "/", use_ssl=False, compression=None
+        ) as ws:
+            await ws.send_message("echo")
+            assert await ws.get_message() == "echo"
+            assert isinstance(ws._protocol.parser, ParserOnDemand)
+            await ws.ping(b"made")  # the server's engine parses the ping
+            assert server_parsers == [ParserOnDemand]
+    assert isinstance(ws._protocol.parser, Generator)  # parsed the close
