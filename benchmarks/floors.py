@@ -43,10 +43,8 @@ taken per repeat. Results go to ``results/floors.md``.
 from __future__ import annotations
 
 import argparse
-import base64
 import functools
 import gc
-import hashlib
 import json
 import os
 import platform
@@ -59,15 +57,15 @@ import time
 import tracemalloc
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-from harness.envs import ENVS, ensure
+from harness.envs import AGENTS_DIR, BENCH_DIR, ENVS, ensure
 
-BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(AGENTS_DIR))
+
+from fixed_wire import client_request, server_response
+
 RESULTS = BENCH_DIR / "results" / "floors.md"
-GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
 CLOSE_FROM_CLIENT = bytes([0x88, 0x82, 1, 2, 3, 4, 0x03 ^ 1, 0xE8 ^ 2])  # 1000
 CLOSE_FROM_SERVER = b"\x88\x02\x03\xe8"
 WARM_UP = 200
@@ -78,22 +76,13 @@ WARM_UP_CONNECTIONS = 50
 
 
 def upgrade_request(port: int) -> bytes:
-    return (
-        b"GET / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
-        b"Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-        b"Sec-WebSocket-Version: 13\r\n\r\n" % (port, KEY)
-    )
+    """The fixed peer's upgrade request, without a compression offer."""
+    return client_request("127.0.0.1", port, deflate=False)[0]
 
 
 def upgrade_response(head: bytes) -> bytes:
-    """The 101 for a request head, found by a plain search (no validation)."""
-    start = head.lower().index(b"sec-websocket-key:") + len(b"sec-websocket-key:")
-    key = head[start : head.index(b"\r\n", start)].strip()
-    accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
-    return (
-        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-        b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
-    )
+    """The fixed peer's 101 to a request head (it validates nothing)."""
+    return server_response(head, deflate_enabled=False)[0]
 
 
 def cpu_seconds() -> float:
@@ -376,7 +365,7 @@ def serve_asyncio() -> None:
             self.buffer += data
             if not self.open and b"\r\n\r\n" in self.buffer:
                 head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
-                self.transport.write(upgrade_response(head + b"\r\n"))
+                self.transport.write(upgrade_response(head))
                 self.open = True
             if self.open and self.buffer[:1] and self.buffer[0] & 0x0F == 8:
                 self.transport.write(CLOSE_FROM_SERVER)
