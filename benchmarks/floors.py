@@ -93,6 +93,16 @@ def cpu_seconds() -> float:
 # -- The raw client that drives a server under test ------------------------------
 
 
+def read_head(sock: socket.socket) -> None:
+    """Read the server's response head (and nothing the server sends later)."""
+    head = b""
+    while b"\r\n\r\n" not in head:
+        data = sock.recv(4096)
+        if not data:
+            raise SystemExit("the server closed during the handshake")
+        head += data
+
+
 def drive(port: int, count: int, websocket: bool) -> None:
     """Open and close ``count`` connections one at a time (blocking sockets)."""
     request = upgrade_request(port)
@@ -101,12 +111,7 @@ def drive(port: int, count: int, websocket: bool) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if websocket:
                 sock.sendall(request)
-                head = b""
-                while b"\r\n\r\n" not in head:
-                    data = sock.recv(4096)
-                    if not data:
-                        raise SystemExit("the server closed during the handshake")
-                    head += data
+                read_head(sock)
                 sock.sendall(CLOSE_FROM_CLIENT)
             else:
                 sock.shutdown(socket.SHUT_WR)
@@ -121,9 +126,7 @@ def hold(port: int, count: int, websocket: bool) -> None:
         sock = socket.create_connection(("127.0.0.1", port), timeout=10)
         if websocket:
             sock.sendall(upgrade_request(port))
-            head = b""
-            while b"\r\n\r\n" not in head:
-                head += sock.recv(4096)
+            read_head(sock)
         socks.append(sock)
     print("ready", flush=True)
     sys.stdin.read()
